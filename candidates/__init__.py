@@ -1,0 +1,1 @@
+"""Candidate generation: the FAISS item index and the co-visitation / popularity fallbacks."""

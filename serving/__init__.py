@@ -1,0 +1,1 @@
+"""The serving role: the FastAPI app answering /recommend, /events, /health and /metrics."""

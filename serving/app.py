@@ -1,0 +1,71 @@
+"""The FastAPI application: lifespan opens clients and loads the model once; routers do the rest."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from serving.bundle import load_recommender
+from serving.event_sink import EventSink
+from serving.routes import events, health, recommend
+from streamrec import __version__
+from streamrec.online_store import OnlineStore
+from streamrec.settings import Settings, get_settings
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = OnlineStore.from_url(settings.redis_url, timeout_s=max(settings.latency_budget_ms / 1000, 0.05))
+        app.state.settings = settings
+        app.state.store = store
+        app.state.recommender = load_recommender(settings, store)
+        await app.state.recommender.warm_up()
+        app.state.event_sink = EventSink(settings)
+        try:
+            yield
+        finally:
+            await app.state.event_sink.close()
+            await store.close()
+
+    app = FastAPI(
+        title="streamrec",
+        version=__version__,
+        description="Real-time, session-aware recommendations from streaming and batch features.",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def limit_body_size(request: Request, call_next):  # noqa: ANN001
+        """Refuse oversized bodies before reading them."""
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse({"detail": f"request body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with one readable sentence per problem (plus the structured errors)."""
+        messages = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+            messages.append(f"{where}: {error.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(messages), "errors": _jsonable(exc.errors())}, status_code=422)
+
+    app.include_router(recommend.router)
+    app.include_router(events.router)
+    app.include_router(health.router)
+    return app
+
+
+def _jsonable(errors: list[dict]) -> list[dict]:
+    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in errors]

@@ -1,0 +1,195 @@
+"""The recommendation pipeline behind `POST /recommend` (and offline evaluation).
+
+One request is a short pipeline of named, timed steps:
+session features (online store, stage 3) → item embeddings (online store, stage 1 output) →
+session embedding → candidates (FAISS kNN + co-visitation, stage 2) → candidate features
+(batch + streaming) → scores → top k. Each optional step runs only if it fits the latency
+budget; when a step fails or would be late the request degrades to the next fallback and the
+response says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from candidates.fallbacks import Fallbacks
+from candidates.index import CandidateIndex
+from feature_repo import schema as s
+from serving.budget import Budget, CircuitBreaker, StepCost, StepTimings
+from serving.scoring import CandidateFeatures, score_candidates, top_k
+from streamrec.artifacts import ModelArtifacts
+from streamrec.online_store import OnlineStore, ReadRequest
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+COVISIT_CANDIDATES = 100
+
+
+@dataclass
+class Result:
+    items: list[tuple[int, float]]
+    stage: str
+    session_items: list[int]
+    timings_ms: dict[str, float]
+    degraded_reasons: list[str] = field(default_factory=list)
+
+
+def merge_session_items(stream_items: list[int], request_items: list[int], limit: int) -> list[int]:
+    """Stream items then request items, oldest first, each item once at its latest position."""
+    merged: dict[int, None] = {}
+    for item in [*stream_items, *request_items]:
+        merged.pop(item, None)
+        merged[item] = None
+    return list(merged)[-limit:]
+
+
+def session_embedding(embeddings: list[np.ndarray], decay: float) -> np.ndarray | None:
+    """Recency-weighted mean of item embeddings (last item weight 1, previous `decay`, ...)."""
+    if not embeddings:
+        return None
+    matrix = np.vstack(embeddings).astype(np.float32)
+    weights = decay ** np.arange(len(embeddings) - 1, -1, -1, dtype=np.float32)
+    vector = weights @ matrix
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else None
+
+
+class Recommender:
+    """Owns the model, index and online-store client; safe to share across concurrent requests."""
+
+    def __init__(self, settings: Settings, store: OnlineStore | None, model: ModelArtifacts,
+                 index: CandidateIndex, index_version: str) -> None:
+        self.settings = settings
+        self.store = store
+        self.model = model
+        self.index = index
+        self.index_version = index_version
+        self.fallbacks = Fallbacks(model)
+        self.redis_breaker = CircuitBreaker(open_s=1.0)
+        self.retrieval_cost = StepCost(initial_s=0.002)
+        self.reserve_ms = min(5.0, settings.latency_budget_ms * 0.2)
+
+    @property
+    def model_version(self) -> str:
+        return self.model.version
+
+    # --- steps ---------------------------------------------------------------------------------
+    async def _read(self, budget: Budget, requests: list[ReadRequest], what: str, reasons: list[str]):
+        """Online-store read within budget; None (and a reason) if Redis is down or too slow."""
+        if self.store is None:
+            return None
+        if self.redis_breaker.is_open:
+            reasons.append(f"{what}: online store unavailable ({self.redis_breaker.last_error})")
+            return None
+        try:
+            rows = await budget.run(self.store.read_many(requests))
+        except asyncio.TimeoutError:
+            reasons.append(f"{what}: skipped, latency budget exhausted")
+            return None
+        except Exception as exc:  # noqa: BLE001 - any Redis failure degrades, never 500s
+            self.redis_breaker.failure(exc)
+            reasons.append(f"{what}: online store unavailable ({exc})")
+            return None
+        self.redis_breaker.success()
+        return rows
+
+    def _embedding_from_model(self, item: int) -> np.ndarray | None:
+        row = self.model.row_of(item)
+        return None if row is None else self.model.item_embeddings[row]
+
+    async def _item_embeddings(self, budget: Budget, items: list[int], reasons: list[str]) -> list[np.ndarray]:
+        """Embeddings of the session's items from the online store; the model's copy if it is down."""
+        rows = await self._read(budget, [ReadRequest(s.ITEM_EMBEDDINGS_VIEW, items, (s.EMBEDDING,))],
+                                "item embeddings", reasons)
+        found: list[np.ndarray] = []
+        for position, item in enumerate(items):
+            vector = None
+            if rows is not None:
+                row = rows[0][position]
+                vector = row[s.EMBEDDING] if row else None
+            else:
+                vector = self._embedding_from_model(item)
+            if vector is not None and len(vector) == self.model.dim:
+                found.append(np.asarray(vector, dtype=np.float32))
+        return found
+
+    def _candidates(self, embedding: np.ndarray, items: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Union of FAISS neighbours and co-visited items, with similarity and co-visitation."""
+        started = time.perf_counter()
+        ann_ids, _ = self.index.search(embedding, self.settings.candidates_k)
+        self.retrieval_cost.observe(time.perf_counter() - started)
+        covisited = dict(self.fallbacks.covisited(items, COVISIT_CANDIDATES, exclude=set()))
+        ids = np.unique(np.concatenate([ann_ids.astype(np.int64), np.fromiter(covisited, np.int64, len(covisited))]))
+        rows = np.fromiter((self.model.row_of(int(i)) for i in ids), dtype=np.int64, count=len(ids))
+        similarity = self.model.item_embeddings[rows] @ embedding
+        covisitation = np.fromiter((covisited.get(int(i), 0.0) for i in ids), np.float32, len(ids))
+        return ids, similarity, covisitation
+
+    async def warm_up(self) -> None:
+        """One full request before serving, so the first user does not pay for lazy set-up."""
+        popular = [int(i) for i in self.model.popular[:3]]
+        for _ in range(3):
+            await self.recommend("__warm_up__", 10, popular, use_stream=True)
+
+    # --- the pipeline ----------------------------------------------------------------------------
+    async def recommend(self, session_id: str, k: int, request_items: list[int], exclude_seen: bool = True,
+                        use_stream: bool = True) -> Result:
+        timings = StepTimings()
+        budget = Budget(self.settings.latency_budget_ms, self.reserve_ms)
+        reasons: list[str] = []
+
+        stream_items: list[int] = []
+        if use_stream:
+            rows = await self._read(budget, [ReadRequest(s.SESSION_FEATURES_VIEW, [session_id], (s.RECENT_ITEMS,))],
+                                    "session features", reasons)
+            session_row = rows[0][0] if rows else None
+            stream_items = list(session_row[s.RECENT_ITEMS] or []) if session_row else []
+            timings.lap("session_features")
+        items = merge_session_items(stream_items, request_items, self.settings.max_session_items)
+        exclude = set(items) if exclude_seen else set()
+
+        embeddings = await self._item_embeddings(budget, items, reasons) if items else []
+        timings.lap("embeddings")
+        embedding = session_embedding(embeddings, self.settings.recency_decay)
+
+        if embedding is None or not budget.fits(2 * self.retrieval_cost.mean_s):
+            if embedding is not None:
+                reasons.append("retrieval: skipped, latency budget exhausted")
+            return self._fallback(items, k, exclude, timings, reasons)
+
+        ids, similarity, covisitation = self._candidates(embedding, items)
+        timings.lap("retrieval")
+
+        trending = np.zeros(len(ids), dtype=np.float32)
+        rows = await self._read(budget, [ReadRequest(s.ITEM_TRENDING_VIEW, ids.tolist(), (s.CLICKS_1H,))],
+                                "trending features", reasons)
+        if rows:
+            trending = np.fromiter(((r or {}).get(s.CLICKS_1H) or 0 for r in rows[0]), np.float32, len(ids))
+        timings.lap("candidate_features")
+
+        popularity = self.model.item_popularity[
+            np.fromiter((self.model.row_of(int(i)) for i in ids), np.int64, len(ids))]
+        scores = score_candidates(CandidateFeatures(ids, similarity, covisitation, popularity, trending))
+        ranked = top_k(ids, scores, k, exclude)
+        if len(ranked) < k:  # tiny catalogues: top up from popular
+            seen = exclude | {item for item, _ in ranked}
+            ranked += [(item, 0.0) for item, _ in self.fallbacks.popular(k - len(ranked), exclude=seen)]
+        timings.lap("scoring")
+        stage = "stream" if stream_items else "batch"
+        return Result(ranked, stage, items, timings.total(), reasons)
+
+    def _fallback(self, items: list[int], k: int, exclude: set[int], timings: StepTimings,
+                  reasons: list[str]) -> Result:
+        """Co-visitation of the last items, topped up with popular items: in memory, no I/O."""
+        ranked = self.fallbacks.covisited(items, k, exclude=exclude) if items else []
+        stage = "fallback_covisitation" if ranked else "fallback_popular"
+        if len(ranked) < k:
+            seen = exclude | {item for item, _ in ranked}
+            ranked = list(ranked) + list(self.fallbacks.popular(k - len(ranked), exclude=seen))
+        timings.lap("fallback")
+        return Result([(int(i), float(v)) for i, v in ranked], stage, items, timings.total(), reasons)

@@ -1,0 +1,46 @@
+"""GET /health and GET /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from serving.dependencies import get_event_sink, get_recommender, get_store
+from serving.event_sink import EventSink
+from serving.recommender import Recommender
+from serving.schemas import DependencyHealth, Health
+from streamrec.online_store import OnlineStore
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", response_model=Health, summary="Dependency status")
+async def health(
+    response: Response,
+    recommender: Recommender = Depends(get_recommender),
+    store: OnlineStore = Depends(get_store),
+    sink: EventSink = Depends(get_event_sink),
+) -> Health:
+    """Redis, Kafka, index and model status; 200 when all are up, 503 when degraded."""
+    redis_ok, (kafka_ok, kafka_detail) = await asyncio.gather(store.ping(), sink.healthy())
+    model = recommender.model
+    body = Health(
+        status="ok" if redis_ok and kafka_ok else "degraded",
+        redis=DependencyHealth(ok=redis_ok, detail="" if redis_ok else "online store (Redis) unreachable"),
+        kafka=DependencyHealth(ok=kafka_ok, detail=kafka_detail),
+        index=DependencyHealth(ok=len(recommender.index) > 0, detail=f"{len(recommender.index)} items, "
+                               f"{recommender.index.info.get('type', 'unknown')}"),
+        model=DependencyHealth(ok=True, detail=f"{len(model.item_ids)} items, dim {model.dim}"),
+        model_version=recommender.model_version,
+        index_version=recommender.index_version,
+    )
+    if body.status != "ok":
+        response.status_code = 503
+    return body
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""The streaming role: the Faust worker (clicks → streaming features) and the click producer."""

@@ -1,0 +1,110 @@
+"""The Faust worker: clicks topic → session table + item windows → Feast online store (Redis).
+
+Two agents, one job each: `sessions` consumes the session-keyed clicks topic, keeps per-session
+state in a table, dead-letters invalid events and forwards valid clicks re-keyed by item;
+`items` keeps per-item event-time windows. Both batch events (`take_events`) so each batch is
+one Redis round trip, and ack only after the batch's features are written (at-least-once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import faust
+from aiokafka.partitioner import murmur2
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streaming.processor import ItemBatchProcessor, ItemClick, RawRecord, SessionBatchProcessor
+from streamrec.online_store import OnlineStore
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the worker app for `settings` (one app per process)."""
+    app = faust.App(
+        settings.worker_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        topic_partitions=settings.clicks_partitions,
+        topic_replication_factor=1,
+        broker_session_timeout=6,
+        broker_heartbeat_interval=1,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        web_host="127.0.0.1",
+        web_bind="127.0.0.1",
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+        producer_linger_ms=1,
+        stream_wait_empty=False,
+        table_cleanup_interval=60.0,
+    )
+    clicks = app.topic(settings.clicks_topic, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw",
+                       partitions=settings.clicks_partitions)
+    dead_letters = app.topic(settings.dead_letter_topic, value_serializer="raw", partitions=1)
+    by_item = app.topic(f"{settings.worker_id}-clicks-by-item", key_serializer="raw",
+                        value_serializer="json", partitions=settings.clicks_partitions, internal=True)
+    sessions = _key_partitioned_table(app, "session-state", settings.clicks_partitions)
+    items = _key_partitioned_table(app, "item-windows", settings.clicks_partitions)
+
+    store = OnlineStore.from_url(settings.redis_url, timeout_s=5.0)
+
+    async def send_dead_letter(message: bytes) -> None:
+        await dead_letters.send(value=message)
+
+    async def forward(click: ItemClick) -> None:
+        await by_item.send(key=str(click.item_id).encode(), value=click.to_json())
+
+    session_processor = SessionBatchProcessor(settings, store, sessions, send_dead_letter, forward)
+    item_processor = ItemBatchProcessor(store, items)
+    within = settings.flush_interval_ms / 1000
+
+    @app.agent(clicks, name="sessions")
+    async def process_sessions(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.flush_max_events, within=within):
+            batch = [RawRecord(e.value, e.message.partition, e.message.offset, e.message.topic) for e in events]
+            await session_processor.process(batch)
+
+    @app.agent(by_item, name="items")
+    async def process_items(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.flush_max_events, within=within):
+            await item_processor.process([ItemClick.from_json(_as_dict(e.value)) for e in events])
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):  # noqa: ANN001 - Faust web signature
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    return app
+
+
+class KeyPartitionedTable(faust.Table):
+    """A table whose changelog partition is the key's partition under Kafka's default partitioner.
+
+    Faust's default is "the partition of the current event", which is wrong inside a batched
+    agent (the current event is the batch's last); the producers of the source topics key by
+    the same bytes with the same murmur2 partitioner, so this keeps tables co-partitioned.
+    """
+
+    def partition_for_key(self, key: bytes) -> int:  # type: ignore[override]
+        return (murmur2(key) & 0x7FFFFFFF) % int(self.partitions)  # type: ignore[arg-type]
+
+
+def _key_partitioned_table(app: faust.App, name: str, partitions: int) -> KeyPartitionedTable:
+    table = KeyPartitionedTable(app, name=name, default=None, key_type=bytes, partitions=partitions)
+    return app.tables.add(table)  # type: ignore[return-value]
+
+
+def _as_dict(value: object) -> dict:
+    return value if isinstance(value, dict) else json.loads(value)  # type: ignore[arg-type]
+
+
+def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
+    """Run the worker in the foreground until SIGTERM/SIGINT."""
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,175 @@
+"""Turn batches of raw click records into streaming features in the online store.
+
+Kept free of Faust so it can be tested with plain dicts as tables. Order inside a batch:
+validate → update state → write full rows to the online store → remember state (table) →
+only then the caller acks the offsets. Rows are full overwrites, so replaying a batch after a
+crash rewrites the same values: at-least-once delivery with idempotent effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from feature_repo import schema as s
+from streaming import item_windows, metrics, session_state
+from streamrec.events import InvalidEvent, parse_event
+from streamrec.online_store import OnlineStore, Row
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """A Kafka record as the worker received it."""
+
+    value: bytes | None
+    partition: int
+    offset: int
+    topic: str = ""
+
+
+@dataclass(frozen=True)
+class ItemClick:
+    """A valid click forwarded to the item-partitioned stream."""
+
+    item_id: int
+    ts_ms: int
+    partition: int  # of the clicks topic: with `offset`, the click's identity
+    offset: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"item_id": self.item_id, "ts_ms": self.ts_ms, "p": self.partition, "o": self.offset}
+
+    @classmethod
+    def from_json(cls, data: dict[str, int]) -> "ItemClick":
+        return cls(int(data["item_id"]), int(data["ts_ms"]), int(data["p"]), int(data["o"]))
+
+
+def dead_letter_record(record: RawRecord, reason: str) -> bytes:
+    """The dead-letter message: why, where from, and the original bytes, nothing lost."""
+    raw = record.value or b""
+    try:
+        original: dict[str, str] = {"value": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        original = {"value_b64": base64.b64encode(raw).decode()}
+    return json.dumps(
+        {"reason": reason, "topic": record.topic, "partition": record.partition, "offset": record.offset,
+         "dead_lettered_at": time.time(), **original}
+    ).encode()
+
+
+DeadLetter = Callable[[bytes], Awaitable[object]]
+Forward = Callable[[ItemClick], Awaitable[object]]
+
+
+class SessionBatchProcessor:
+    """clicks topic → session features (and item clicks forwarded for the trending windows)."""
+
+    def __init__(self, settings: Settings, store: OnlineStore, sessions: MutableMapping,
+                 dead_letter: DeadLetter, forward: Forward) -> None:
+        self.settings = settings
+        self.store = store
+        self.sessions = sessions
+        self.dead_letter = dead_letter
+        self.forward = forward
+
+    async def process(self, batch: list[RawRecord]) -> int:
+        """Apply a batch; returns the number of newly applied clicks."""
+        touched: dict[str, session_state.SessionState] = {}
+        applied = 0
+        now = time.time()
+        for record in batch:
+            try:
+                event = parse_event(record.value, max_bytes=self.settings.max_event_bytes,
+                                    max_future_skew_s=self.settings.max_future_skew_s, now=now)
+            except InvalidEvent as invalid:
+                await self.dead_letter(dead_letter_record(record, invalid.reason))
+                metrics.EVENTS.labels("dead_lettered").inc()
+                continue
+            ts_ms = int(event.ts * 1000)
+            previous = touched.get(event.session_id) or self.sessions.get(event.session_id.encode())
+            state, changed = session_state.apply_click(
+                previous, event.item_id, ts_ms, record.partition, record.offset, self.settings.recent_items
+            )
+            # Rewrite even an unchanged (redelivered) session: its last write may be what was lost.
+            touched[event.session_id] = state
+            applied += changed
+            metrics.EVENTS.labels("applied" if changed else "duplicate").inc()
+            # Always forward: the item side dedupes by (partition, offset), and a forward lost in a
+            # crash is only resent if we resend on redelivery.
+            await self.forward(ItemClick(event.item_id, ts_ms, record.partition, record.offset))
+        if touched:
+            rows = [session_row(sid, st) for sid, st in touched.items()]
+            with metrics.WRITE_SECONDS.labels(s.SESSION_FEATURES_VIEW).time():
+                await write_until_done(self.store, s.SESSION_FEATURES_VIEW, rows, self.settings.session_ttl_s)
+            for sid, state in touched.items():
+                self.sessions[sid.encode()] = state  # reassign so the change reaches the changelog
+        metrics.BATCH_SIZE.observe(len(batch))
+        return applied
+
+
+async def write_until_done(store: OnlineStore, view: str, rows: list[Row], expire_s: int | None = None) -> None:
+    """Write, retrying with backoff while Redis is unreachable.
+
+    The batch is not acked until this returns, so stalling here (rather than dropping the
+    batch or crashing the agent) is what keeps an outage from losing clicks.
+    """
+    delay = 0.05
+    while True:
+        try:
+            await store.write(view, rows, expire_s=expire_s)
+            return
+        except (RedisError, OSError) as exc:
+            metrics.WRITE_RETRIES.inc()
+            log.warning("online store write failed (%s); retrying in %.2fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def session_row(session_id: str, state: session_state.SessionState) -> Row:
+    return Row(
+        key=session_id,
+        values={s.RECENT_ITEMS: state["recent"], s.CLICK_COUNT: state["count"], s.LAST_EVENT_TS: state["last_ts"]},
+        event_ts=state["last_ts"] / 1000,
+    )
+
+
+class ItemBatchProcessor:
+    """Item-partitioned clicks → windowed counts per item (trending features)."""
+
+    def __init__(self, store: OnlineStore, items: MutableMapping) -> None:
+        self.store = store
+        self.items = items
+        self.stream_time_ms = 0
+
+    async def process(self, batch: list[ItemClick]) -> int:
+        if not batch:
+            return 0
+        self.stream_time_ms = max(self.stream_time_ms, max(c.ts_ms for c in batch))
+        now_ms = self.stream_time_ms
+        touched: dict[int, item_windows.ItemWindows] = {}
+        counted = 0
+        for click in batch:
+            previous = touched.get(click.item_id) or self.items.get(str(click.item_id).encode())
+            state, changed = item_windows.apply_click(previous, click.ts_ms, click.partition, click.offset, now_ms)
+            touched[click.item_id] = state
+            counted += changed
+            metrics.ITEM_CLICKS.labels("counted" if changed else "duplicate").inc()
+        rows = []
+        for item_id, state in touched.items():
+            five, hour = item_windows.window_counts(state, now_ms)
+            rows.append(Row(item_id, {s.CLICKS_5M: five, s.CLICKS_1H: hour, s.WINDOW_END_TS: now_ms}, now_ms / 1000))
+        with metrics.WRITE_SECONDS.labels(s.ITEM_TRENDING_VIEW).time():
+            await write_until_done(self.store, s.ITEM_TRENDING_VIEW, rows)
+        for item_id, state in touched.items():
+            self.items[str(item_id).encode()] = state
+        return counted

@@ -1,0 +1,127 @@
+"""One typed settings object for every streamrec process, read from STREAMREC_* environment variables.
+
+Every component (CLI, worker, API, training, tests) takes a `Settings`; nothing else reads the
+environment, so one `export` changes the whole system consistently.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property, lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Configuration of a streamrec deployment (env prefix `STREAMREC_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore", frozen=True)
+
+    # --- infrastructure -------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092",
+        description="Kafka bootstrap servers. If a broker answers here, `streamrec up` uses it "
+        "instead of starting one.",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis of the Feast online store.")
+    clicks_topic: str = Field("clicks", description="Topic of raw click events.")
+    dead_letter_topic: str = Field("clicks-dlq", description="Topic for events that failed validation.")
+    clicks_partitions: int = Field(4, ge=1, description="Partitions of the clicks topic (keyed by session).")
+    kafka_version: str = Field("4.1.1", description="Apache Kafka version fetched by `streamrec up`.")
+    kafka_libs_dir: Path | None = Field(
+        None,
+        description="Where the broker's jars are cached (default data_dir/kafka/libs); point several "
+        "data dirs (e.g. tests) at one cache to fetch the jars once.",
+    )
+    kafka_controller_port: int = Field(
+        0, ge=0, description="Loopback port of the local broker's KRaft controller; 0 = any free port."
+    )
+    kafka_heap_opts: str = Field("-Xmx512m -Xms256m", description="JVM heap flags of the local broker.")
+    start_timeout_s: float = Field(60.0, gt=0, description="Max wait for a started Kafka/Redis to answer.")
+
+    # --- paths ----------------------------------------------------------------------------
+    data_dir: Path = Field(
+        PROJECT_ROOT / ".streamrec",
+        description="Artifacts (batch sources, models, index), broker storage, pid files and logs.",
+    )
+    feature_repo: Path = Field(PROJECT_ROOT / "feature_repo", description="The Feast feature repo.")
+
+    # --- streaming worker -----------------------------------------------------------------
+    worker_id: str = Field("streamrec-worker", description="Faust app id (consumer group).")
+    worker_web_port: int = Field(6066, description="Port of the Faust worker's web/metrics server.")
+    recent_items: int = Field(20, ge=1, le=200, description="Recent items kept per session.")
+    flush_max_events: int = Field(2000, ge=1, description="Events per online-store write batch.")
+    flush_interval_ms: int = Field(20, ge=1, description="Max wait before a partial batch is written.")
+    max_event_bytes: int = Field(4096, ge=256, description="Events larger than this are dead-lettered.")
+    max_future_skew_s: int = Field(3600, ge=0, description="Events further in the future are dead-lettered.")
+    session_ttl_s: int = Field(86400, ge=60, description="How long streaming session features stay valid.")
+
+    # --- serving --------------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Address `streamrec serve` binds.")
+    api_port: int = Field(8000, description="Port of `streamrec serve`.")
+    latency_budget_ms: float = Field(50.0, gt=0, description="Per-request budget of /recommend.")
+    max_session_items: int = Field(50, ge=1, le=500, description="Largest session accepted/used.")
+    candidates_k: int = Field(200, ge=10, le=2000, description="FAISS candidates per request.")
+    recency_decay: float = Field(0.7, gt=0, le=1, description="Weight ratio between consecutive items.")
+    api_key: str | None = Field(None, description="If set, required in X-API-Key for write endpoints.")
+
+    @field_validator("data_dir", "feature_repo")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return Path(path).expanduser().resolve()
+
+    # --- derived --------------------------------------------------------------------------
+    @cached_property
+    def redis_address(self) -> str:
+        """Feast's connection_string form of redis_url: host:port[,db=N][,password=...]."""
+        url = urlparse(self.redis_url)
+        address = f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"
+        db = (url.path or "/0").strip("/") or "0"
+        if db != "0":
+            address += f",db={db}"
+        if url.password:
+            address += f",password={url.password}"
+        return address
+
+    @property
+    def batch_dir(self) -> Path:
+        return self.data_dir / "batch"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def kafka_dir(self) -> Path:
+        """Local broker's config and storage (only used when streamrec starts the broker)."""
+        return self.data_dir / "kafka"
+
+    @property
+    def kafka_libs(self) -> Path:
+        return Path(self.kafka_libs_dir).expanduser().resolve() if self.kafka_libs_dir else self.kafka_dir / "libs"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as STREAMREC_* variables, for the processes streamrec starts."""
+        env = {f"STREAMREC_{name.upper()}": str(value) for name, value in self.model_dump().items()
+               if value is not None}
+        return {**env, **self.feast_env()}
+
+    def feast_env(self) -> dict[str, str]:
+        """Environment `feast -c feature_repo ...` needs (feature_store.yaml reads these)."""
+        return {
+            "STREAMREC_FEAST_REDIS": self.redis_address,
+            "STREAMREC_DATA_DIR": str(self.data_dir),
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

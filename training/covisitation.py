@@ -1,0 +1,60 @@
+"""Item-to-item co-visitation neighbours: the fallback (and re-ranking signal) beside embeddings.
+
+Pairs of clicks up to `window` positions apart in a session score 1/distance; a pair counts once
+per session (its closest occurrence) so one long looping session cannot dominate. Fully
+vectorised with numpy/pandas: ~1M clicks take a few seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from streamrec.artifacts import CoVisitation
+from training.datasets import Interactions
+
+
+def build_covisitation(data: Interactions, item_ids: np.ndarray, *, window: int = 3,
+                       top_k: int = 50) -> CoVisitation:
+    """Top-`top_k` neighbours per item, rows aligned with `item_ids` (sorted or not)."""
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    n = len(item_ids)
+    order = np.argsort(item_ids, kind="stable")
+    pos = np.searchsorted(item_ids[order], data.item_ids)
+    pos = np.minimum(pos, max(n - 1, 0))
+    rows = np.where(item_ids[order][pos] == data.item_ids, order[pos], -1) if n else np.full(len(data), -1)
+    sessions = data.session_codes()
+
+    parts_a, parts_b, parts_s, parts_w = [], [], [], []
+    for d in range(1, window + 1):
+        same = (sessions[d:] == sessions[:-d]) & (rows[d:] >= 0) & (rows[:-d] >= 0)
+        a, b = rows[:-d][same], rows[d:][same]
+        keep = a != b
+        a, b, s = a[keep], b[keep], sessions[d:][same][keep]
+        w = np.full(len(a), 1.0 / d, dtype=np.float32)
+        parts_a += [a, b]
+        parts_b += [b, a]
+        parts_s += [s, s]
+        parts_w += [w, w]
+    if not parts_a or sum(len(p) for p in parts_a) == 0:
+        return CoVisitation(np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                            np.zeros(0, dtype=np.float32))
+    pairs = pd.DataFrame({
+        "s": np.concatenate(parts_s),
+        "pair": np.concatenate(parts_a).astype(np.int64) * n + np.concatenate(parts_b),
+        "w": np.concatenate(parts_w),
+    })
+    per_session = pairs.groupby(["s", "pair"], sort=False)["w"].max()
+    totals = per_session.groupby(level="pair", sort=False).sum()
+    pair = totals.index.to_numpy(np.int64)
+    score = totals.to_numpy(np.float32)
+    a, b = pair // n, pair % n
+    ranked = np.lexsort((b, -score, a))  # by row, best score first, ties by neighbour row
+    a, b, score = a[ranked], b[ranked], score[ranked]
+    counts = np.bincount(a, minlength=n)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.arange(len(a)) - starts[a]
+    keep = rank < top_k
+    a, b, score = a[keep], b[keep], score[keep]
+    indptr = np.concatenate(([0], np.cumsum(np.bincount(a, minlength=n)))).astype(np.int64)
+    return CoVisitation(indptr, item_ids[b], score.astype(np.float32))

@@ -1,0 +1,210 @@
+"""Session click datasets in one in-memory shape, whatever the on-disk format.
+
+Every consumer (training, evaluation, the replay producer) works on `Interactions`: flat numpy
+arrays sorted by (session, time), so sessions are contiguous slices and no per-row objects exist.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SRGNN_BASE_TS = 1_451_606_400.0  # 2016-01-01T00:00:00Z: start of the synthetic SR-GNN clock
+SRGNN_SESSION_GAP_S = 600.0
+SRGNN_CLICK_GAP_S = 1.0
+
+YOOCHOOSE_SPLITS = {"train": "_train_full", "test": "_test", "train_tr": "_train_tr", "valid": "_train_valid"}
+EXPECTED = (
+    "one of: train_sessions.txt.gz (SR-GNN); *_train_full* / *_test* TSV (SessionId ItemId Time); "
+    "sample_train-item-views.csv[.gz] (+ product-categories.csv[.gz]) (raw Diginetica); "
+    "a TSV with header `timestamp user_id item_id session_id` (RetailRocket)"
+)
+
+
+@dataclass
+class Interactions:
+    """Clicks as parallel arrays, sorted by (session, time) on construction."""
+
+    session_ids: np.ndarray  # int64 codes or str
+    item_ids: np.ndarray  # int64
+    timestamps: np.ndarray  # float64 unix seconds
+    categories: dict[int, int] = field(default_factory=dict)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.item_ids = np.asarray(self.item_ids, dtype=np.int64)
+        self.timestamps = np.asarray(self.timestamps, dtype=np.float64)
+        sessions = np.asarray(self.session_ids)
+        if sessions.dtype.kind in "iub":
+            sessions = sessions.astype(np.int64)
+        elif sessions.dtype.kind != "U":
+            sessions = sessions.astype(str)
+        if not (len(sessions) == len(self.item_ids) == len(self.timestamps)):
+            raise ValueError("session_ids, item_ids and timestamps must have the same length")
+        order = np.lexsort((self.timestamps, sessions))  # stable: ties keep file order
+        self.session_ids = sessions[order]
+        self.item_ids = self.item_ids[order]
+        self.timestamps = self.timestamps[order]
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_clicks(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_sessions(self) -> int:
+        return len(self.session_starts())
+
+    @property
+    def n_items(self) -> int:
+        return len(np.unique(self.item_ids))
+
+    def session_starts(self) -> np.ndarray:
+        """Row index where each session begins (rows are grouped by session)."""
+        if len(self.session_ids) == 0:
+            return np.zeros(0, dtype=np.int64)
+        change = np.flatnonzero(self.session_ids[1:] != self.session_ids[:-1]) + 1
+        return np.concatenate(([0], change)).astype(np.int64)
+
+    def session_codes(self) -> np.ndarray:
+        """Dense 0..n_sessions-1 code per row, in row (= session) order."""
+        codes = np.zeros(len(self), dtype=np.int64)
+        starts = self.session_starts()
+        codes[starts[1:]] = 1
+        return np.cumsum(codes)
+
+    def subset_sessions(self, mask: np.ndarray) -> "Interactions":
+        """Interactions of the sessions whose entry in `mask` (one per session) is true."""
+        rows = np.asarray(mask, dtype=bool)[self.session_codes()]
+        return Interactions(self.session_ids[rows], self.item_ids[rows], self.timestamps[rows],
+                            self.categories, self.name)
+
+
+def iter_sessions(interactions: Interactions) -> Iterator[tuple[str, list[int], list[float]]]:
+    """Yield (session id as str, items, timestamps) per session, sessions ordered by first click.
+
+    Session ids are strings because that is what click events carry; the producer replays these.
+    """
+    starts = interactions.session_starts()
+    ends = np.append(starts[1:], len(interactions))
+    for s in np.argsort(interactions.timestamps[starts], kind="stable"):
+        a, b = starts[s], ends[s]
+        yield (str(interactions.session_ids[a]), interactions.item_ids[a:b].tolist(),
+               interactions.timestamps[a:b].tolist())
+
+
+def load_dataset(path: Path | None, *, split: str = "train") -> Interactions:
+    """Load a dataset folder or file, detecting its format (see EXPECTED); None → synthetic data.
+
+    SR-GNN files have no timestamps. Sessions keep file order (which is chronological) on a
+    synthetic clock: session s starts at SRGNN_BASE_TS + s*600 s and its clicks are 1 s apart, so
+    "last sessions by time" and time-ordered replay behave as on real data.
+    """
+    if path is None:
+        from training.synthetic import generate_sessions
+
+        return generate_sessions()
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset {path} does not exist")
+    if path.is_file():
+        return _load_file(path, split)
+    if (path / "train_sessions.txt.gz").exists() or (path / "train_sessions.txt").exists():
+        if split != "train":
+            raise ValueError(f"SR-GNN dataset {path} only provides split='train' sessions")
+        return _load_srgnn(path)
+    if list(path.glob("*_train_full*")):
+        if split not in YOOCHOOSE_SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {sorted(YOOCHOOSE_SPLITS)}")
+        files = sorted(path.glob(f"*{YOOCHOOSE_SPLITS[split]}*"))
+        if not files:
+            raise FileNotFoundError(f"{path} has no *{YOOCHOOSE_SPLITS[split]}* file for split {split!r}")
+        return _load_yoochoose(files[0])
+    views = sorted(path.glob("sample_train-item-views.csv*")) or sorted(path.glob("*item-views.csv*"))
+    if views:
+        return _load_diginetica(views[0], split)
+    for candidate in sorted(path.glob("*.tsv*")) + sorted(path.glob("*.csv*")):
+        if _header(candidate).split("\t")[:4] == ["timestamp", "user_id", "item_id", "session_id"]:
+            return _load_retailrocket(candidate, split)
+    raise ValueError(f"{path}: no known dataset format; expected {EXPECTED}")
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)
+
+
+def _header(path: Path) -> str:
+    with _open_text(path) as fh:
+        return fh.readline().strip()
+
+
+def _load_file(path: Path, split: str) -> Interactions:
+    header = _header(path)
+    if header.split("\t")[:3] == ["SessionId", "ItemId", "Time"]:
+        return _load_yoochoose(path)
+    if header.split("\t")[:4] == ["timestamp", "user_id", "item_id", "session_id"]:
+        return _load_retailrocket(path, split)
+    if header.startswith("session_id;user_id;item_id"):
+        return _load_diginetica(path, split)
+    if path.name.startswith("train_sessions"):
+        return _load_srgnn(path.parent)
+    raise ValueError(f"{path}: unknown file format (header {header[:60]!r}); expected {EXPECTED}")
+
+
+def _load_srgnn(folder: Path) -> Interactions:
+    file = folder / "train_sessions.txt.gz"
+    if not file.exists():
+        file = folder / "train_sessions.txt"
+    with _open_text(file) as fh:
+        lines = [line.split() for line in fh if line.strip()]
+    lengths = np.fromiter((len(tokens) for tokens in lines), dtype=np.int64, count=len(lines))
+    items = np.fromiter((int(t) for tokens in lines for t in tokens), dtype=np.int64, count=int(lengths.sum()))
+    sessions = np.repeat(np.arange(len(lines), dtype=np.int64), lengths)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    position = np.arange(len(items)) - np.repeat(starts, lengths)
+    ts = SRGNN_BASE_TS + sessions * SRGNN_SESSION_GAP_S + position * SRGNN_CLICK_GAP_S
+    return Interactions(sessions, items, ts, name=folder.name)
+
+
+def _load_yoochoose(file: Path) -> Interactions:
+    df = pd.read_csv(file, sep="\t", usecols=["SessionId", "ItemId", "Time"],
+                     dtype={"SessionId": np.int64, "ItemId": np.int64, "Time": np.float64})
+    return Interactions(df["SessionId"].to_numpy(), df["ItemId"].to_numpy(), df["Time"].to_numpy(),
+                        name=file.name.split(".")[0])
+
+
+def _require_train(split: str, file: Path) -> None:
+    if split != "train":
+        raise ValueError(f"{file} is a single sample; only split='train' is available")
+
+
+def _load_diginetica(file: Path, split: str) -> Interactions:
+    _require_train(split, file)
+    df = pd.read_csv(file, sep=";", usecols=["session_id", "item_id", "timeframe", "eventdate"])
+    day = pd.to_datetime(df["eventdate"], utc=True).astype("int64").to_numpy() / 1e9
+    ts = day + df["timeframe"].to_numpy(dtype=np.float64) / 1000.0
+    categories: dict[int, int] = {}
+    cats = sorted(file.parent.glob("product-categories.csv*"))
+    if cats:
+        cat = pd.read_csv(cats[0], sep=";", dtype={"itemId": np.int64, "categoryId": np.int64})
+        cat = cat[cat["itemId"].isin(df["item_id"].unique())]
+        categories = dict(zip(cat["itemId"].tolist(), cat["categoryId"].tolist()))
+    return Interactions(df["session_id"].to_numpy(np.int64), df["item_id"].to_numpy(np.int64), ts,
+                        categories, name=file.parent.name)
+
+
+def _load_retailrocket(file: Path, split: str) -> Interactions:
+    _require_train(split, file)
+    df = pd.read_csv(file, sep="\t", usecols=["timestamp", "item_id", "session_id"])
+    ts = df["timestamp"].to_numpy(dtype=np.float64)
+    if len(ts) and np.median(ts) > 1e11:  # unix milliseconds (seconds stay < 1e11 until year 5138)
+        ts = ts / 1000.0
+    return Interactions(df["session_id"].to_numpy(np.int64), df["item_id"].to_numpy(np.int64), ts,
+                        name=file.parent.name)

@@ -1,0 +1,102 @@
+"""`streamrec train`: dataset → embeddings → co-visitation → popularity → artifacts + index + Feast files.
+
+A run writes a new immutable version folder and only then moves CURRENT to it, so servers either
+see the old complete model or the new complete one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamrec.artifacts import ModelArtifacts, set_current_version
+from streamrec.settings import Settings
+from training.datasets import Interactions, load_dataset
+
+N_POPULAR = 1000
+SYNTHETIC_KNOBS = ("n_sessions", "n_items", "n_topics", "seed")
+
+
+def _version(now: datetime, data: Interactions, knobs: dict[str, Any]) -> str:
+    digest = hashlib.sha1(json.dumps([data.name, data.n_clicks, now.isoformat(), sorted(knobs.items())],
+                                     default=str).encode()).hexdigest()[:7]
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{digest}"
+
+
+def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **knobs: Any) -> ModelArtifacts:
+    """Train and publish a model version; knobs: candidates, max_cases, window, covisit_top_k,
+    target_recall, index_k, split, and n_sessions/n_items/n_topics/seed for synthetic data."""
+    from rich.console import Console
+
+    from candidates.index import build_index, save_index
+    from training.batch_sources import write_batch_sources
+    from training.covisitation import build_covisitation
+    from training.embeddings import DEFAULT_CANDIDATES, train_embeddings
+    from training.synthetic import generate_sessions
+
+    console = Console(quiet=not progress)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        timings[name] = round(time.perf_counter() - since, 2)
+        return time.perf_counter()
+
+    t = time.perf_counter()
+    if dataset is None:
+        data = generate_sessions(**{k: knobs[k] for k in SYNTHETIC_KNOBS if k in knobs})
+    else:
+        data = load_dataset(Path(dataset), split=knobs.get("split", "train"))
+    console.print(f"[bold]dataset[/] {data.name}: {data.n_clicks:,} clicks, {data.n_sessions:,} sessions")
+    t = lap("load", t)
+
+    result = train_embeddings(data, candidates=knobs.get("candidates", DEFAULT_CANDIDATES),
+                              max_cases=knobs.get("max_cases", 5000), decay=settings.recency_decay,
+                              seed=knobs.get("seed", 0), progress=progress)
+    t = lap("embeddings", t)
+    item_ids = result.item_ids
+    covisit = build_covisitation(data, item_ids, window=knobs.get("window", 3),
+                                 top_k=knobs.get("covisit_top_k", 50))
+    t = lap("covisitation", t)
+    # item_ids come from np.unique, hence sorted: searchsorted maps every click to its row
+    popularity = np.bincount(np.searchsorted(item_ids, data.item_ids), minlength=len(item_ids)).astype(np.int64)
+    popular = item_ids[np.argsort(-popularity, kind="stable")[:N_POPULAR]]
+
+    now = datetime.now(timezone.utc)
+    version = _version(now, data, {k: v for k, v in knobs.items()})
+    meta: dict[str, Any] = {
+        "dataset": str(dataset) if dataset is not None else "synthetic", "dataset_name": data.name,
+        "algorithm": result.algorithm, "factors": result.factors, "validation": result.report,
+        "n_items": int(len(item_ids)), "n_clicks": int(data.n_clicks), "n_sessions": int(data.n_sessions),
+        "trained_at": now.isoformat(),
+    }
+    artifacts = ModelArtifacts(version=version, path=settings.models_dir / version, item_ids=item_ids,
+                               item_embeddings=result.embeddings, item_popularity=popularity,
+                               popular=popular, covisit=covisit, meta=meta)
+    index, index_info = build_index(result.embeddings, item_ids, target_recall=knobs.get("target_recall", 0.95),
+                                    k=knobs.get("index_k", 100))
+    t = lap("index", t)
+    artifacts.meta["index"] = {key: index_info.get(key) for key in ("type", "recall_at_k", "ef_search", "k")}
+    artifacts.meta["timings_s"] = timings
+    artifacts.save()
+    save_index(index, index_info, artifacts.path)
+    write_batch_sources(settings.batch_dir, item_ids, result.embeddings, popularity, data.categories,
+                        event_time=now)
+    lap("write", t)
+    artifacts.meta["timings_s"]["total"] = round(time.perf_counter() - started, 2)
+    artifacts.save()  # meta now has the complete timings
+    set_current_version(settings.models_dir, version)
+    r, total = result.report, artifacts.meta["timings_s"]["total"]
+    ef = f" ef={index_info['ef_search']}" if index_info.get("ef_search") else ""
+    console.print(f"[bold green]model {version}[/] in {total:.0f}s: {result.algorithm} f={result.factors}, "
+                  f"valid HR@{r['k']}={r['best_hr']:.3f} (popularity {r['popularity_hr']:.3f}); "
+                  f"{len(item_ids):,} items; index {index_info['type']}{ef} "
+                  f"recall@{index_info['k']}={index_info['recall_at_k']:.3f}")
+    console.print(f"  → {artifacts.path}")
+    return artifacts
