@@ -1,0 +1,150 @@
+"""Stage 3 end to end on the real broker and Redis: clicks → Kafka → worker → online store → /recommend."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import httpx
+import pandas as pd
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from feature_repo import schema as s
+from streamrec.infra import process
+from streamrec.settings import Settings
+from tests.integration.conftest import read_session, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def send_raw(settings: Settings, messages: list[tuple[str, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    for key, value in messages:
+        producer.send(settings.clicks_topic, key=key.encode(), value=value)
+    producer.flush(10)
+    producer.close()
+
+
+def click(session_id: str, item: int) -> tuple[str, bytes]:
+    return session_id, json.dumps({"session_id": session_id, "item_id": item, "ts": time.time()}).encode()
+
+
+def items_by_category(settings: Settings) -> dict[int, list[int]]:
+    stats = pd.read_parquet(settings.batch_dir / s.ITEM_STATS_FILE).sort_values(s.POPULARITY_RANK)
+    return {int(c): group[s.ITEM_KEY].astype(int).tolist() for c, group in stats.groupby(s.CATEGORY)}
+
+
+def recommend(api: str, session_id: str, **body) -> dict:
+    response = httpx.post(f"{api}/recommend", json={"session_id": session_id, "k": 20, **body}, timeout=5)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_clicks_through_kafka_reach_the_session_features_and_the_next_recommendation(live_settings, worker, api):
+    session_id = f"e2e-{uuid.uuid4().hex[:8]}"
+    before = recommend(api, session_id)
+    assert before["stage"] == "fallback_popular" and before["session_items_used"] == []
+
+    categories = items_by_category(live_settings)
+    category, members = max(categories.items(), key=lambda kv: len(kv[1]))
+    clicked = members[5:8]
+    send_raw(live_settings, [click(session_id, item) for item in clicked])
+
+    features = wait_for(lambda: read_session(live_settings, session_id), 30, "the session's streaming features")
+    assert features[s.RECENT_ITEMS] == clicked
+    assert features[s.CLICK_COUNT] == 3
+
+    after = recommend(api, session_id)
+    assert after["stage"] == "stream"
+    assert after["session_items_used"] == clicked
+    recommended = [r["item_id"] for r in after["items"]]
+    assert not set(recommended) & set(clicked)  # exclude_seen
+    assert recommended != [r["item_id"] for r in before["items"]]
+    in_category = sum(item in set(members) for item in recommended) / len(recommended)
+    assert in_category >= 0.5, f"only {in_category:.0%} of recommendations share the clicked items' topic"
+    assert after["model_version"] and after["index_version"].startswith(after["model_version"])
+    assert set(after["timings_ms"]) >= {"session_features", "embeddings", "retrieval", "scoring", "total"}
+
+
+def test_post_events_goes_through_kafka_into_the_features(live_settings, worker, api):
+    session_id = f"web-{uuid.uuid4().hex[:8]}"
+    items = items_by_category(live_settings)
+    some = next(iter(items.values()))[:2]
+    for item in some:
+        response = httpx.post(f"{api}/events", json={"session_id": session_id, "item_id": item, "ts": time.time()})
+        assert response.status_code == 202, response.text
+        assert response.json()["topic"] == live_settings.clicks_topic
+    wait_for(lambda: (read_session(live_settings, session_id) or {}).get(s.CLICK_COUNT) == 2, 30,
+             "both /events clicks to be applied")
+    assert recommend(api, session_id)["session_items_used"] == some
+
+
+@pytest.mark.parametrize("bad", [{"session_id": "x"}, {"item_id": 1}, {"session_id": "x", "item_id": "1", "ts": 1},
+                                 {"session_id": "x", "item_id": 1, "ts": 1, "other": 2}, {"k": 500}])
+def test_post_events_refuses_malformed_events_with_a_message(api, bad):
+    response = httpx.post(f"{api}/events", json=bad)
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+def dead_letters(settings: Settings) -> list[dict]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, consumer_timeout_ms=2000,
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+    partition = TopicPartition(settings.dead_letter_topic, 0)
+    consumer.assign([partition])
+    consumer.seek_to_beginning(partition)
+    records = [json.loads(message.value) for message in consumer]
+    consumer.close()
+    return records
+
+
+def worker_counter(settings: Settings, outcome: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(f'streamrec_worker_events_total{{outcome="{outcome}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_malformed_events_go_to_the_dead_letter_topic_and_the_worker_keeps_going(live_settings, worker):
+    session_id = f"dlq-{uuid.uuid4().hex[:8]}"
+    marker = uuid.uuid4().hex
+    bad = [
+        b"{this is not json " + marker.encode(),
+        json.dumps({"session_id": session_id, "ts": time.time(), "note": marker}).encode(),  # missing item_id
+        json.dumps({"session_id": session_id, "item_id": marker, "ts": time.time()}).encode(),  # wrong type
+        json.dumps({"session_id": session_id, "item_id": 1, "ts": marker}).encode(),  # wrong type
+        b"\xff\xfe" + marker.encode(),  # not UTF-8
+    ]
+    wait_for(lambda: _metrics_up(live_settings), 60, "the worker's metrics page")
+    counted_before = worker_counter(live_settings, "dead_lettered")
+    send_raw(live_settings, [(session_id, message) for message in bad] + [click(session_id, 42)])
+
+    features = wait_for(lambda: read_session(live_settings, session_id), 30, "the good event after the bad ones")
+    assert features[s.CLICK_COUNT] == 1 and features[s.RECENT_ITEMS] == [42]
+
+    ours = wait_for(lambda: [d for d in dead_letters(live_settings) if marker in json.dumps(d)
+                             or marker in _decoded(d)] if len(
+        [d for d in dead_letters(live_settings) if marker in json.dumps(d) or marker in _decoded(d)]) == len(bad)
+        else None, 30, "all bad events in the dead-letter topic")
+    assert len(ours) == len(bad)
+    assert all(d["reason"] and d["topic"] == live_settings.clicks_topic for d in ours)
+    assert worker_counter(live_settings, "dead_lettered") - counted_before == len(bad)
+    assert process.is_running("worker", live_settings) is not None
+
+
+def _decoded(record: dict) -> str:
+    import base64
+
+    if "value_b64" in record:
+        return base64.b64decode(record["value_b64"]).decode("utf-8", "replace")
+    return record.get("value", "")
+
+
+def _metrics_up(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
