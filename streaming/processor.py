@@ -68,7 +68,7 @@ def dead_letter_record(record: RawRecord, reason: str) -> bytes:
 
 
 DeadLetter = Callable[[bytes], Awaitable[object]]
-Forward = Callable[[ItemClick], Awaitable[object]]
+Forward = Callable[[list[ItemClick]], Awaitable[object]]
 
 
 class SessionBatchProcessor:
@@ -85,6 +85,7 @@ class SessionBatchProcessor:
     async def process(self, batch: list[RawRecord]) -> int:
         """Apply a batch; returns the number of newly applied clicks."""
         touched: dict[str, session_state.SessionState] = {}
+        forwarded: list[ItemClick] = []
         applied = 0
         now = time.time()
         for record in batch:
@@ -106,7 +107,9 @@ class SessionBatchProcessor:
             metrics.EVENTS.labels("applied" if changed else "duplicate").inc()
             # Always forward: the item side dedupes by (partition, offset), and a forward lost in a
             # crash is only resent if we resend on redelivery.
-            await self.forward(ItemClick(event.item_id, ts_ms, record.partition, record.offset))
+            forwarded.append(ItemClick(event.item_id, ts_ms, record.partition, record.offset))
+        if forwarded:
+            await self.forward(forwarded)
         if touched:
             rows = [session_row(sid, st) for sid, st in touched.items()]
             with metrics.WRITE_SECONDS.labels(s.SESSION_FEATURES_VIEW).time():

@@ -8,7 +8,6 @@ id: all clicks of a session land on one partition, in order.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -53,23 +52,28 @@ SentCallback = Callable[[ClickEvent | None, float], None]
 
 
 def replay_events(options: ReplayOptions) -> Iterator[ClickEvent]:
-    """Dataset clicks in event-time order, re-keyed with the prefix (not yet re-timed)."""
+    """The dataset's most recent `events` clicks in event-time order, session ids prefixed.
+
+    Where a dataset has a test split it is replayed after the training clicks (it is later in
+    time), so a replay shows sessions the model has not seen.
+    """
+    import numpy as np
+
     from training.datasets import load_dataset
 
-    try:
-        interactions = load_dataset(options.dataset, split="test")
-    except (FileNotFoundError, ValueError, KeyError):
-        interactions = load_dataset(options.dataset, split="train")
-    order = interactions.timestamps.argsort(kind="stable")
-    if len(order) > options.events:  # the most recent clicks: the part of the log nearest "now"
-        order = order[-options.events:]
-        order = order[interactions.timestamps[order].argsort(kind="stable")]
+    parts = [load_dataset(options.dataset, split="train")]
+    if options.dataset is not None:
+        try:
+            parts.append(load_dataset(options.dataset, split="test"))
+        except (FileNotFoundError, ValueError, KeyError):
+            pass
+    sessions = np.concatenate([p.session_ids.astype(str) for p in parts])
+    items = np.concatenate([p.item_ids for p in parts])
+    stamps = np.concatenate([p.timestamps for p in parts])
+    order = np.argsort(stamps, kind="stable")[-options.events:]
     for row in order:
-        yield ClickEvent(
-            session_id=f"{options.session_prefix}{interactions.session_ids[row]}",
-            item_id=int(interactions.item_ids[row]),
-            ts=float(interactions.timestamps[row]),
-        )
+        yield ClickEvent(session_id=f"{options.session_prefix}{sessions[row]}", item_id=int(items[row]),
+                         ts=float(stamps[row]))
 
 
 def make_producer(settings: Settings) -> KafkaProducer:
@@ -129,7 +133,3 @@ def _offset_s(index: int, dataset_offset_s: float, options: ReplayOptions) -> fl
     if options.speedup:
         return dataset_offset_s / options.speedup
     return None
-
-
-def encode_for_log(event: ClickEvent) -> str:
-    return json.dumps(event.model_dump(exclude_none=True))

@@ -166,7 +166,7 @@ def serve(
 def demo(
     dataset: Annotated[Optional[Path], typer.Option(help="Dataset folder; synthetic sessions if omitted.")] = None,
     events: Annotated[int, typer.Option(min=100, help="Events to replay through Kafka.")] = 5000,
-    rate: Annotated[float, typer.Option(help="Replay rate, events per second.")] = 2000.0,
+    rate: Annotated[float, typer.Option(help="Replay rate, events per second.")] = 1000.0,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the figures.")] = False,
     keep_running: Annotated[bool, typer.Option(help="Leave the stack, worker and API running afterwards.")] = False,
 ) -> None:

@@ -37,7 +37,7 @@ POLL_INTERVAL_S = 0.005
 class DemoOptions:
     dataset: Path | None = None
     events: int = 5000
-    rate: float = 2000.0
+    rate: float = 1000.0
     bad_fraction: float = 0.002
     recommend_rate: float = 50.0
     keep_running: bool = False

@@ -38,8 +38,8 @@ def parts():
     async def dead_letter(message):
         dead.append(json.loads(message))
 
-    async def forward(item_click):
-        forwarded.append(item_click)
+    async def forward(item_clicks):
+        forwarded.extend(item_clicks)
 
     processor = SessionBatchProcessor(Settings(), store, sessions, dead_letter, forward)
     return processor, store, sessions, dead, forwarded
