@@ -25,8 +25,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY . .
 RUN pip install --no-deps . \
  && useradd --create-home --uid 10001 streamrec \
- && mkdir -p /data /app/feature_repo/data \
- && chown -R streamrec /data /app/feature_repo
+ && mkdir -p /data \
+ && chown -R streamrec /data
 
 USER streamrec
 VOLUME ["/data"]

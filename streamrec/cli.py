@@ -7,8 +7,6 @@ Heavy imports (feast, faiss, implicit, faust) happen inside the commands that ne
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Optional

@@ -72,7 +72,7 @@ def test_commands(services: dict[str, Any]) -> None:
     def text(cmd: str | list[str]) -> str:
         return cmd if isinstance(cmd, str) else " ".join(cmd)
 
-    assert "streamrec train && streamrec feast apply && streamrec feast materialize" in text(services["init"]["command"])
+    assert "streamrec train --no-apply && streamrec feast apply && streamrec feast materialize" in text(services["init"]["command"])
     assert text(services["worker"]["command"]) == "streamrec stream"
     assert text(services["api"]["command"]) == "streamrec serve"
 

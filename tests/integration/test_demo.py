@@ -1,0 +1,45 @@
+"""`streamrec demo --json`, run as a user runs it, against the real broker and Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from streamrec.infra import process
+from streamrec.infra.kafka import free_port
+from tests.integration.conftest import make_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def test_demo_loses_nothing_and_reports_its_figures(live_settings, tmp_path):
+    # Same broker and Redis server as the live stack (the demo reuses running services and then
+    # leaves them alone), but its own data dir, Redis database, topics and ports.
+    redis_port = live_settings.redis_url.rsplit(":", 1)[1].split("/")[0]
+    settings = make_settings(tmp_path, kafka_bootstrap=live_settings.kafka_bootstrap,
+                             redis_url=f"redis://127.0.0.1:{redis_port}/1", api_port=free_port())
+    env = {**settings.to_env(), "PYTHONUNBUFFERED": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "streamrec.cli", "demo", "--events", "3000", "--rate", "1000", "--json"],
+        env=env, capture_output=True, text=True, timeout=540,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+
+    assert report["events_produced"] >= 3000
+    assert report["events_applied"] == report["events_produced"] - report["dead_lettered"]
+    assert report["dead_lettered"] == report["malformed_sent"]
+    assert report["freshness_ms_p99"] < 1000
+    assert report["freshness_samples"] == report["events_applied"]
+    assert report["recommend_requests"] > 0 and report["recommend_errors"] == 0
+    assert report["recommend_stages"].get("stream", 0) > 0
+    for key in ("freshness_ms_p50", "recommend_ms_p50", "recommend_ms_p99"):
+        assert isinstance(report[key], float)
+    # it stopped what it started, and only that
+    assert process.is_running("worker", settings) is None and process.is_running("api", settings) is None
+    from streamrec.infra.kafka import broker_answers
+
+    assert broker_answers(live_settings.kafka_bootstrap)
