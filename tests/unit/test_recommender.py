@@ -1,0 +1,125 @@
+"""The /recommend pipeline on an in-memory model: stages, exclusion, and the latency budget."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from candidates.index import CandidateIndex, build_index
+from feature_repo import schema as s
+from serving.recommender import Recommender, merge_session_items, session_embedding
+from streamrec.artifacts import CoVisitation, ModelArtifacts
+from streamrec.settings import Settings
+
+N_ITEMS, DIM = 300, 16
+
+
+def tiny_model(tmp_path) -> ModelArtifacts:
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(N_ITEMS, DIM)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    item_ids = np.arange(1000, 1000 + N_ITEMS, dtype=np.int64)
+    popularity = np.arange(N_ITEMS, 0, -1, dtype=np.int64)
+    indptr = np.arange(0, 2 * N_ITEMS + 1, 2, dtype=np.int64)  # each item: its two successors
+    neighbours = np.array([item_ids[(r + d) % N_ITEMS] for r in range(N_ITEMS) for d in (1, 2)], dtype=np.int64)
+    scores = np.tile(np.array([2.0, 1.0], dtype=np.float32), N_ITEMS)
+    return ModelArtifacts("v1", tmp_path, item_ids, embeddings, popularity, item_ids[:50].copy(),
+                          CoVisitation(indptr, neighbours, scores))
+
+
+class FakeStore:
+    """Online store stand-in serving the model's embeddings and given session rows."""
+
+    def __init__(self, model: ModelArtifacts, sessions: dict | None = None, delay_s: float = 0.0,
+                 fail: bool = False):
+        self.model, self.sessions, self.delay_s, self.fail = model, sessions or {}, delay_s, fail
+        self.calls = 0
+
+    async def read_many(self, requests):
+        self.calls += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise ConnectionError("redis down")
+        out = []
+        for request in requests:
+            rows = []
+            for key in request.keys:
+                if request.view == s.SESSION_FEATURES_VIEW:
+                    rows.append(self.sessions.get(key))
+                elif request.view == s.ITEM_EMBEDDINGS_VIEW:
+                    row = self.model.row_of(key)
+                    rows.append(None if row is None else {s.EMBEDDING: self.model.item_embeddings[row]})
+                else:
+                    rows.append(None)
+            out.append(rows)
+        return out
+
+
+def recommender(model, store, budget_ms=50.0) -> Recommender:
+    index, info = build_index(model.item_embeddings, model.item_ids)
+    return Recommender(Settings(latency_budget_ms=budget_ms), store, model, CandidateIndex(index, info), "v1:flat")
+
+
+def test_merge_keeps_latest_position_and_limit():
+    assert merge_session_items([1, 2, 3], [2, 4], limit=10) == [1, 3, 2, 4]
+    assert merge_session_items([1, 2, 3], [4], limit=2) == [3, 4]
+
+
+def test_session_embedding_weights_recent_items_more():
+    a, b = np.eye(2, dtype=np.float32)
+    vector = session_embedding([a, b], decay=0.5)
+    assert vector[1] > vector[0] and abs(np.linalg.norm(vector) - 1) < 1e-6
+    assert session_embedding([], 0.5) is None
+
+
+async def test_empty_session_gets_popular_items(tmp_path):
+    model = tiny_model(tmp_path)
+    result = await recommender(model, FakeStore(model)).recommend("s", 5, [])
+    assert result.stage == "fallback_popular"
+    assert [i for i, _ in result.items] == model.popular[:5].tolist()
+
+
+async def test_streaming_items_are_used_and_excluded(tmp_path):
+    model = tiny_model(tmp_path)
+    store = FakeStore(model, sessions={"s": {s.RECENT_ITEMS: [1010, 1011]}})
+    result = await recommender(model, store).recommend("s", 10, [1012])
+    assert result.stage == "stream"
+    assert result.session_items == [1010, 1011, 1012]
+    ids = [i for i, _ in result.items]
+    assert len(ids) == 10 and not {1010, 1011, 1012} & set(ids)
+    assert 1013 in ids  # co-visited successor of the last item is a candidate and scores high
+    assert not result.degraded_reasons
+
+
+async def test_request_items_only_is_the_batch_stage(tmp_path):
+    model = tiny_model(tmp_path)
+    result = await recommender(model, FakeStore(model)).recommend("new", 5, [1100])
+    assert result.stage == "batch" and len(result.items) == 5
+
+
+async def test_slow_online_store_degrades_within_the_budget(tmp_path):
+    model = tiny_model(tmp_path)
+    slow = recommender(model, FakeStore(model, delay_s=0.5), budget_ms=30)
+    started = time.perf_counter()
+    result = await slow.recommend("s", 5, [1100])
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert elapsed_ms < 60, elapsed_ms
+    assert result.degraded_reasons and "budget" in result.degraded_reasons[0]
+    assert len(result.items) == 5
+
+
+async def test_redis_failure_serves_from_memory_and_opens_the_breaker(tmp_path):
+    model = tiny_model(tmp_path)
+    store = FakeStore(model, fail=True)
+    rec = recommender(model, store)
+    first = await rec.recommend("s", 5, [1100])
+    assert first.stage == "batch" and len(first.items) == 5
+    assert any("unavailable" in r for r in first.degraded_reasons)
+    calls = store.calls
+    second = await rec.recommend("s", 5, [1100])
+    assert store.calls == calls  # breaker open: no new attempt, no timeout paid
+    assert second.degraded_reasons
