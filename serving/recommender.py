@@ -28,6 +28,17 @@ from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 COVISIT_CANDIDATES = 100
+TRENDING_FEATURES = (s.CLICKS_1H, s.WINDOW_END_TS)
+HOUR_MS = 3_600_000
+
+
+def trending_clicks(rows: list[dict | None], now_ms: float) -> np.ndarray:
+    """Last-hour clicks per candidate; 0 when unknown or when the window ended over an hour ago."""
+    out = np.zeros(len(rows), dtype=np.float32)
+    for position, row in enumerate(rows):
+        if row and row.get(s.CLICKS_1H) and (row.get(s.WINDOW_END_TS) or 0) > now_ms - HOUR_MS:
+            out[position] = row[s.CLICKS_1H]
+    return out
 
 
 @dataclass
@@ -166,10 +177,10 @@ class Recommender:
         timings.lap("retrieval")
 
         trending = np.zeros(len(ids), dtype=np.float32)
-        rows = await self._read(budget, [ReadRequest(s.ITEM_TRENDING_VIEW, ids.tolist(), (s.CLICKS_1H,))],
+        rows = await self._read(budget, [ReadRequest(s.ITEM_TRENDING_VIEW, ids.tolist(), TRENDING_FEATURES)],
                                 "trending features", reasons)
         if rows:
-            trending = np.fromiter(((r or {}).get(s.CLICKS_1H) or 0 for r in rows[0]), np.float32, len(ids))
+            trending = trending_clicks(rows[0], now_ms=time.time() * 1000)
         timings.lap("candidate_features")
 
         popularity = self.model.item_popularity[

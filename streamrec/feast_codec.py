@@ -210,16 +210,15 @@ def read_fields(spec: s.ViewSpec, features: tuple[str, ...] | None = None) -> li
 
 
 def decode_row(
-    spec: s.ViewSpec, raw: list[bytes | None], now: float, features: tuple[str, ...] | None = None
+    spec: s.ViewSpec, raw: list[bytes | None], features: tuple[str, ...] | None = None
 ) -> dict[str, object] | None:
     """Values of one HMGET reply; None if the entity has no row for this view.
 
-    Like Feast, a row older than the view's TTL reads as all-null (OUTSIDE_MAX_AGE).
+    Like Feast 0.67's `get_online_features` on Redis, no TTL filtering happens here: a row is
+    returned with its values however old it is. Streaming session keys expire in Redis itself,
+    and readers that care about age use the row's time features (e.g. `window_end_ts`).
     """
     wanted = features or tuple(spec.features)
-    ts = decode_timestamp(raw[-1])
-    if ts is None and not any(raw[:-1]):
+    if raw[-1] is None and not any(raw[:-1]):
         return None
-    if ts is not None and now - ts > spec.ttl_s:
-        return {f: None for f in wanted}
     return {f: decode_value(v) for f, v in zip(wanted, raw[:-1])}

@@ -6,7 +6,6 @@ both go through `feast_codec`, so what they see is exactly what Feast's SDK sees
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -77,13 +76,12 @@ class OnlineStore:
                 for key in request.keys:
                     pipe.hmget(codec.entity_key(spec, key, self.project), fields)
             replies = await pipe.execute() if any(r.keys for r in requests) else []
-        now = time.time()
         out: list[list[dict[str, object] | None]] = []
         position = 0
         for spec, request in zip(specs, requests):
             rows = replies[position:position + len(request.keys)]
             position += len(request.keys)
-            out.append([codec.decode_row(spec, raw, now, request.features) for raw in rows])
+            out.append([codec.decode_row(spec, raw, request.features) for raw in rows])
         return out
 
     async def read(self, view: str, keys: Sequence[int | str], features: tuple[str, ...] | None = None):

@@ -64,10 +64,9 @@ def test_timestamps_match_feast_microseconds():
         assert abs(codec.decode_timestamp(proto.SerializeToString()) - moment.timestamp()) < 1e-6
 
 
-def test_decode_row_expires_like_feast_ttl():
+def test_decode_row_returns_old_rows_like_feast_and_none_when_missing():
     spec = s.VIEWS[s.SESSION_FEATURES_VIEW]
     row = codec.encode_row(spec, {s.RECENT_ITEMS: [1, 2], s.CLICK_COUNT: 2, s.LAST_EVENT_TS: 5}, event_ts=1000.0)
     raw = [row[f] for f in codec.read_fields(spec)]
-    assert codec.decode_row(spec, raw, now=1000.0 + spec.ttl_s - 1)[s.RECENT_ITEMS] == [1, 2]
-    assert codec.decode_row(spec, raw, now=1000.0 + spec.ttl_s + 1) == {f: None for f in spec.features}
-    assert codec.decode_row(spec, [None] * len(raw), now=0) is None
+    assert codec.decode_row(spec, raw) == {s.RECENT_ITEMS: [1, 2], s.CLICK_COUNT: 2, s.LAST_EVENT_TS: 5}
+    assert codec.decode_row(spec, [None] * len(raw)) is None

@@ -123,3 +123,11 @@ async def test_redis_failure_serves_from_memory_and_opens_the_breaker(tmp_path):
     second = await rec.recommend("s", 5, [1100])
     assert store.calls == calls  # breaker open: no new attempt, no timeout paid
     assert second.degraded_reasons
+
+
+def test_trending_counts_only_from_recent_windows():
+    from serving.recommender import trending_clicks
+
+    now = 10_000_000_000
+    rows = [{s.CLICKS_1H: 5, s.WINDOW_END_TS: now - 1000}, {s.CLICKS_1H: 9, s.WINDOW_END_TS: now - 4_000_000}, None]
+    assert trending_clicks(rows, now).tolist() == [5.0, 0.0, 0.0]
