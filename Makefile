@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` (the whole system, end to end) and `make test`.
 PYTHON ?= python3
 
-.PHONY: setup demo test unit
+.PHONY: setup demo test unit faults
 
 setup:
 	bash scripts/setup.sh
@@ -14,3 +14,6 @@ test: setup
 
 unit: setup
 	$(PYTHON) -m pytest -q -m "not integration" $(ARGS)
+
+faults: setup
+	$(PYTHON) -m pytest -q -m faults tests/faults $(ARGS)

@@ -96,6 +96,7 @@ def replay(settings: Settings, options: ReplayOptions, on_sent: SentCallback | N
     rng = random.Random(options.seed)
     producer = make_producer(settings)
     result = ReplayResult()
+    failures: list[BaseException] = []
     first_ts = events[0].ts
     started = time.time()
     progress = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -109,13 +110,14 @@ def replay(settings: Settings, options: ReplayOptions, on_sent: SentCallback | N
                 if delay > 0:
                     time.sleep(delay)
             retimed = event.model_copy(update={"ts": time.time()})
-            producer.send(settings.clicks_topic, key=retimed.session_id.encode(), value=retimed.to_bytes())
+            producer.send(settings.clicks_topic, key=retimed.session_id.encode(),
+                          value=retimed.to_bytes()).add_errback(failures.append)
             result.sent += 1
             if on_sent:
                 on_sent(retimed, time.time())
             if options.bad_fraction and rng.random() < options.bad_fraction:
                 producer.send(settings.clicks_topic, key=retimed.session_id.encode(),
-                              value=rng.choice(MALFORMED_SAMPLES))
+                              value=rng.choice(MALFORMED_SAMPLES)).add_errback(failures.append)
                 result.malformed += 1
                 if on_sent:
                     on_sent(None, time.time())
@@ -124,6 +126,9 @@ def replay(settings: Settings, options: ReplayOptions, on_sent: SentCallback | N
         producer.flush(timeout=30)
     producer.close(timeout=10)
     result.seconds = time.time() - started
+    if failures:  # never report an event as produced that Kafka did not acknowledge
+        raise RuntimeError(f"{len(failures)} of {result.sent + result.malformed} events were not acknowledged "
+                           f"by Kafka at {settings.kafka_bootstrap}: {failures[0]!r}")
     return result
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from streamrec.infra import process
 from streamrec.infra.kafka import free_port
-from tests.integration.conftest import make_settings
+from tests.conftest import make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

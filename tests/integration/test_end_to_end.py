@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from feature_repo import schema as s
 from streamrec.infra import process
 from streamrec.settings import Settings
-from tests.integration.conftest import read_session, wait_for
+from tests.conftest import read_session, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
