@@ -11,7 +11,10 @@ from training.datasets import (SRGNN_BASE_TS, SRGNN_CLICK_GAP_S, SRGNN_SESSION_G
                                iter_sessions, load_dataset)
 from training.synthetic import generate_sessions
 
-DATA = Path("/work/shared/data")
+import os
+
+# shared/ sits beside the repository (../shared/data), as on developers' machines and in CI
+DATA = Path(os.environ.get("STREAMREC_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="shared datasets not present")
 
 
