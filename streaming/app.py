@@ -16,6 +16,7 @@ from faust.transport.producer import ProducerBuffer
 from aiokafka.partitioner import murmur2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streaming.topics import ITEM_TABLE, SESSION_TABLE, by_item_topic
 from streaming.processor import ItemBatchProcessor, ItemClick, RawRecord, SessionBatchProcessor
 from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
@@ -48,10 +49,10 @@ def create_app(settings: Settings) -> faust.App:
                        key_serializer="raw", value_serializer="raw",
                        partitions=settings.clicks_partitions)
     dead_letters = app.topic(settings.dead_letter_topic, value_serializer="raw", partitions=1)
-    by_item = app.topic(f"{settings.worker_id}-clicks-by-item", key_serializer="raw",
+    by_item = app.topic(by_item_topic(settings), key_serializer="raw",
                         value_serializer="json", partitions=settings.clicks_partitions, internal=True)
-    sessions = _key_partitioned_table(app, "session-state", settings.clicks_partitions)
-    items = _key_partitioned_table(app, "item-windows", settings.clicks_partitions)
+    sessions = _key_partitioned_table(app, SESSION_TABLE, settings.clicks_partitions)
+    items = _key_partitioned_table(app, ITEM_TABLE, settings.clicks_partitions)
 
     store = OnlineStore.from_url(settings.redis_url, timeout_s=5.0)
     # Table writes queue changelog messages; Faust pauses the stream whenever more than

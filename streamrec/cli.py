@@ -166,12 +166,14 @@ def demo(
     events: Annotated[int, typer.Option(min=100, help="Events to replay through Kafka.")] = 5000,
     rate: Annotated[float, typer.Option(help="Replay rate, events per second.")] = 1000.0,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the figures.")] = False,
+    warmup_events: Annotated[int, typer.Option(min=0, help="Unmeasured events first (reported apart).")] = 2000,
     keep_running: Annotated[bool, typer.Option(help="Leave the stack, worker and API running afterwards.")] = False,
 ) -> None:
     """The whole system end to end: up, train, feast apply/materialize, worker, API, replay, report."""
     from streamrec.demo import DemoOptions, run_demo
 
-    report = run_demo(_settings(), DemoOptions(dataset=dataset, events=events, rate=rate, keep_running=keep_running))
+    report = run_demo(_settings(), DemoOptions(dataset=dataset, events=events, rate=rate,
+                                                    warmup_events=warmup_events, keep_running=keep_running))
     if as_json:
         print(json.dumps(report))
 

@@ -288,7 +288,7 @@ def wait_ready(settings: Settings, pid: int) -> None:
 
 # --- topics -------------------------------------------------------------------------------------------
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]:
-    """Create the clicks topic (settings.clicks_partitions) and the dead-letter topic if missing.
+    """Create the clicks and dead-letter topics and the worker's internal topics if missing.
 
     Idempotent; an existing topic is left as it is (a warning if clicks has other partitions).
     Returns {topic: partition count}.
@@ -296,12 +296,16 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    wanted = {settings.clicks_topic: settings.clicks_partitions, settings.dead_letter_topic: 1}
+    from streaming.topics import all_topics
+
+    specs = all_topics(settings)
+    wanted = {spec.name: spec.partitions for spec in specs}
     admin = _admin(settings.kafka_bootstrap, timeout_s)
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(name=t, num_partitions=n, replication_factor=1)
-                   for t, n in wanted.items() if t not in existing]
+        missing = [NewTopic(name=spec.name, num_partitions=spec.partitions, replication_factor=1,
+                            topic_configs=spec.config)
+                   for spec in specs if spec.name not in existing]
         if missing:
             try:
                 with warnings.catch_warnings():
