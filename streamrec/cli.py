@@ -106,6 +106,23 @@ def train(
 
 
 @app.command()
+def evaluate(
+    dataset: Annotated[Path, typer.Option(help="SR-GNN folder (train_sessions + test_pairs) or YooChoose-style folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the figures.")] = False,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N test cases (default: all).")] = None,
+    exclude_seen: Annotated[bool, typer.Option(help="Leave out the prefix's items, as the API does by default.")] = False,
+    retrain: Annotated[bool, typer.Option(help="Train from scratch first (else reuse the last evaluation model).")] = True,
+) -> None:
+    """Train on the training data, then HR/MRR/NDCG@20 over every test case, against baselines, with plots."""
+    from training.evaluate import evaluate as run_evaluation
+
+    report = run_evaluation(_settings(), dataset, limit=limit, exclude_seen=exclude_seen, train_model=retrain)
+    if as_json:
+        report.pop("curves", None)
+        print(json.dumps(report))
+
+
+@app.command()
 def index(
     target_recall: Annotated[float, typer.Option(help="recall@100 against exact search to reach.")] = 0.95,
 ) -> None:

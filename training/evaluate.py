@@ -1,0 +1,273 @@
+"""`streamrec evaluate`: offline next-item quality through the serving code path, with baselines.
+
+For every test case (session prefix → next item) each model recommends 20 items; the served
+model is the very `Recommender` object that `POST /recommend` uses (same candidates, features
+and scorer), fed with the prefix as the session's items and no streaming state. Baselines run on
+the same rows: popularity, item-kNN on the last item, session-kNN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from training.datasets import Interactions, load_dataset
+
+K = 20
+console = Console(stderr=True)
+
+
+@dataclass
+class TestCases:
+    prefixes: list[list[int]]
+    labels: np.ndarray  # int64
+
+
+def load_test_cases(dataset: Path, train: Interactions) -> TestCases:
+    """SR-GNN folders: `test_pairs.tsv.gz` as given. Datasets with a test split of sessions: every
+    prefix of every test session → its next item, keeping only items seen in training (as the
+    SR-GNN preprocessing does), so no model is asked for an item it cannot know."""
+    pairs = Path(dataset) / "test_pairs.tsv.gz"
+    if pairs.exists():
+        prefixes, labels = [], []
+        with gzip.open(pairs, "rt") as handle:
+            next(handle)  # header
+            for line in handle:
+                prefix, label = line.rstrip("\n").split("\t")
+                prefixes.append([int(i) for i in prefix.split()])
+                labels.append(int(label))
+        return TestCases(prefixes, np.asarray(labels, dtype=np.int64))
+    test = load_dataset(Path(dataset), split="test")
+    known = set(np.unique(train.item_ids).tolist())
+    prefixes, labels = [], []
+    starts = np.flatnonzero(np.r_[True, test.session_ids[1:] != test.session_ids[:-1]])
+    ends = np.r_[starts[1:], len(test.item_ids)]
+    for start, end in zip(starts, ends):
+        items = [int(i) for i in test.item_ids[start:end] if int(i) in known]
+        for position in range(1, len(items)):
+            prefixes.append(items[:position])
+            labels.append(items[position])
+    return TestCases(prefixes, np.asarray(labels, dtype=np.int64))
+
+
+# --- baselines ---------------------------------------------------------------------------------
+
+class Popularity:
+    name = "popularity"
+
+    def __init__(self, train: Interactions) -> None:
+        items, counts = np.unique(train.item_ids, return_counts=True)
+        self.top = items[np.argsort(-counts, kind="stable")[:K]]
+
+    def recommend(self, prefix: Sequence[int]) -> np.ndarray:
+        return self.top
+
+
+class ItemKNN:
+    """Cosine similarity of items over sessions (Item-kNN of the SR-GNN paper), on the last item."""
+
+    name = "item_knn"
+
+    def __init__(self, train: Interactions) -> None:
+        self.item_ids, columns = np.unique(train.item_ids, return_inverse=True)
+        _, rows = np.unique(train.session_ids, return_inverse=True)
+        matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, columns)))
+        matrix.data[:] = 1.0  # presence, not counts
+        self.by_item = matrix.T.tocsr()
+        self.matrix = matrix
+        self.norms = np.sqrt(np.asarray(self.by_item.multiply(self.by_item).sum(axis=1)).ravel())
+        self.row_of = {int(i): r for r, i in enumerate(self.item_ids)}
+
+    def recommend(self, prefix: Sequence[int]) -> np.ndarray:
+        row = self.row_of.get(int(prefix[-1])) if prefix else None
+        if row is None:
+            return np.zeros(0, dtype=np.int64)
+        co = np.asarray((self.by_item[row] @ self.matrix).todense()).ravel()  # co-occurring sessions
+        scores = co / (self.norms[row] * self.norms + 1e-9)
+        scores[row] = -1
+        top = np.argpartition(-scores, K)[:K] if len(scores) > K else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return self.item_ids[top[scores[top] > 0]]
+
+
+class SessionKNNBaseline:
+    name = "session_knn"
+
+    def __init__(self, train: Interactions) -> None:
+        from candidates.session_knn import SessionKNN
+
+        self.model = SessionKNN().fit(train)
+
+    def recommend(self, prefix: Sequence[int]) -> np.ndarray:
+        return self.model.recommend(prefix, K)[0]
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+@dataclass
+class ModelResult:
+    name: str
+    ranks: np.ndarray  # 1-based rank of the label, 0 when not in the top K
+    recommended: list[np.ndarray] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self, popular_items: set[int], n_items: int) -> dict[str, float]:
+        hit = self.ranks > 0
+        reciprocal = np.where(hit, 1.0 / np.maximum(self.ranks, 1), 0.0)
+        ndcg = np.where(hit, 1.0 / np.log2(np.maximum(self.ranks, 1) + 1.0), 0.0)
+        shown = np.concatenate(self.recommended) if self.recommended else np.zeros(0, dtype=np.int64)
+        return {
+            f"HR@{K}": round(100 * float(hit.mean()), 2),
+            f"MRR@{K}": round(100 * float(reciprocal.mean()), 2),
+            f"NDCG@{K}": round(100 * float(ndcg.mean()), 2),
+            "coverage": round(float(len(np.unique(shown)) / max(n_items, 1)), 4),
+            "popular_share": round(float(np.isin(shown, list(popular_items)).mean()) if len(shown) else 0.0, 4),
+            "ms_per_case": round(1000 * self.seconds / max(len(self.ranks), 1), 3),
+        }
+
+    def curves(self) -> dict[str, list[float]]:
+        ks = np.arange(1, K + 1)
+        hit = np.array([(self.ranks > 0) & (self.ranks <= k) for k in ks])
+        mrr = np.array([np.where((self.ranks > 0) & (self.ranks <= k), 1.0 / np.maximum(self.ranks, 1), 0.0)
+                        for k in ks])
+        return {"HR": (100 * hit.mean(axis=1)).round(3).tolist(), "MRR": (100 * mrr.mean(axis=1)).round(3).tolist()}
+
+
+def rank_of(label: int, recommended: np.ndarray) -> int:
+    where = np.flatnonzero(recommended[:K] == label)
+    return int(where[0]) + 1 if len(where) else 0
+
+
+def run_model(name: str, recommend: Callable[[list[int]], np.ndarray], cases: TestCases,
+              progress: Progress) -> ModelResult:
+    task = progress.add_task(name, total=len(cases.labels))
+    ranks = np.zeros(len(cases.labels), dtype=np.int64)
+    recommended: list[np.ndarray] = []
+    started = time.perf_counter()
+    for i, (prefix, label) in enumerate(zip(cases.prefixes, cases.labels)):
+        items = np.asarray(recommend(prefix), dtype=np.int64)[:K]
+        ranks[i] = rank_of(int(label), items)
+        recommended.append(items)
+        if i % 500 == 0:
+            progress.update(task, completed=i)
+    progress.update(task, completed=len(cases.labels))
+    return ModelResult(name, ranks, recommended, time.perf_counter() - started)
+
+
+def served_recommend(recommender, exclude_seen: bool) -> Callable[[list[int]], np.ndarray]:
+    """The API's recommender, called exactly as POST /recommend calls it (no stream state)."""
+    loop = asyncio.new_event_loop()
+
+    def recommend(prefix: list[int]) -> np.ndarray:
+        result = loop.run_until_complete(
+            recommender.recommend("evaluation", K, prefix, exclude_seen=exclude_seen, use_stream=False))
+        return np.fromiter((item for item, _ in result.items), dtype=np.int64, count=len(result.items))
+
+    return recommend
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def plot(results: list[ModelResult], cases: TestCases, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for result in results:
+        curves = result.curves()
+        axes[0].plot(range(1, K + 1), curves["HR"], label=result.name)
+        axes[1].plot(range(1, K + 1), curves["MRR"], label=result.name)
+    for ax, metric in zip(axes, ("HR@k", "MRR@k")):
+        ax.set_xlabel("k")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    paths.append(out_dir / "metrics_at_k.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    lengths = np.minimum(np.array([len(p) for p in cases.prefixes]), 10)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for result in results:
+        by_length = [float((result.ranks[lengths == n] > 0).mean() * 100) if (lengths == n).any() else np.nan
+                     for n in range(1, 11)]
+        ax.plot(range(1, 11), by_length, marker="o", label=result.name)
+    ax.set_xlabel("prefix length (10 = 10 or more)")
+    ax.set_ylabel(f"HR@{K} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out_dir / "hit_rate_by_prefix_length.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def render(report: dict) -> Table:
+    table = Table(title=f"next-item quality on {report['cases']:,} cases ({report['dataset']})")
+    keys = [f"HR@{K}", f"MRR@{K}", f"NDCG@{K}", "coverage", "popular_share", "ms_per_case"]
+    table.add_column("model")
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_row("streamrec", *[str(report[k]) for k in keys], style="bold")
+    for name, figures in report["baselines"].items():
+        table.add_row(name, *[str(figures[k]) for k in keys])
+    return table
+
+
+def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen: bool = False,
+             train_model: bool = True, out_dir: Path | None = None) -> dict:
+    """Train on the dataset's training data (in an evaluation data dir), evaluate every test case."""
+    from candidates.index import CandidateIndex
+    from serving.recommender import Recommender
+    from streamrec.artifacts import load_current
+    from training.pipeline import train
+
+    dataset = Path(dataset)
+    eval_settings = settings.model_copy(update={"data_dir": settings.data_dir / "evaluation" / dataset.name})
+    train_data = load_dataset(dataset, split="train")
+    if train_model:
+        train(eval_settings, dataset)
+    model = load_current(eval_settings.models_dir)
+    recommender = Recommender(eval_settings, None, model, CandidateIndex.load(model.path),
+                              index_version=model.version)
+    cases = load_test_cases(dataset, train_data)
+    if limit:
+        cases = TestCases(cases.prefixes[:limit], cases.labels[:limit])
+
+    items, counts = np.unique(train_data.item_ids, return_counts=True)
+    popular = set(items[np.argsort(-counts)[: max(1, len(items) // 100)]].tolist())
+    progress = Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=console, transient=False)
+    with progress:
+        results = [run_model("streamrec", served_recommend(recommender, exclude_seen), cases, progress)]
+        for baseline in (Popularity(train_data), ItemKNN(train_data), SessionKNNBaseline(train_data)):
+            results.append(run_model(baseline.name, baseline.recommend, cases, progress))
+
+    summaries = {r.name: r.summary(popular, len(items)) for r in results}
+    out_dir = out_dir or eval_settings.data_dir / "report"
+    plots = plot(results, cases, out_dir)
+    report = {"dataset": str(dataset), "cases": int(len(cases.labels)), "model_version": model.version,
+              "exclude_seen": exclude_seen, **summaries["streamrec"],
+              "baselines": {name: figures for name, figures in summaries.items() if name != "streamrec"},
+              "curves": {r.name: r.curves() for r in results}, "plots": [str(p) for p in plots]}
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    console.print(render(report))
+    console.print(f"plots: {', '.join(str(p) for p in plots)}")
+    return report
