@@ -19,6 +19,7 @@ import numpy as np
 
 from candidates.fallbacks import Fallbacks
 from candidates.index import CandidateIndex
+from candidates.session_knn import SessionKNN
 from feature_repo import schema as s
 from serving.budget import Budget, CircuitBreaker, StepCost, StepTimings
 from serving.scoring import CandidateFeatures, score_candidates, top_k
@@ -28,6 +29,7 @@ from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 COVISIT_CANDIDATES = 100
+SESSION_KNN_CANDIDATES = 100
 TRENDING_FEATURES = (s.CLICKS_1H, s.WINDOW_END_TS)
 HOUR_MS = 3_600_000
 
@@ -81,6 +83,7 @@ class Recommender:
         self.index = index
         self.index_version = index_version
         self.fallbacks = Fallbacks(model)
+        self.session_knn = SessionKNN.load(model.path)
         self.redis_breaker = CircuitBreaker(open_s=1.0)
         self.retrieval_cost = StepCost(initial_s=0.002)
         self.reserve_ms = min(5.0, settings.latency_budget_ms * 0.2)
@@ -129,17 +132,22 @@ class Recommender:
                 found.append(np.asarray(vector, dtype=np.float32))
         return found
 
-    def _candidates(self, embedding: np.ndarray, items: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Union of FAISS neighbours and co-visited items, with similarity and co-visitation."""
+    def _candidates(self, embedding: np.ndarray, items: list[int]) -> tuple[np.ndarray, ...]:
+        """Union of FAISS neighbours, session-kNN items and co-visited items, with each one's score."""
         started = time.perf_counter()
         ann_ids, _ = self.index.search(embedding, self.settings.candidates_k)
         self.retrieval_cost.observe(time.perf_counter() - started)
         covisited = dict(self.fallbacks.covisited(items, COVISIT_CANDIDATES, exclude=set()))
-        ids = np.unique(np.concatenate([ann_ids.astype(np.int64), np.fromiter(covisited, np.int64, len(covisited))]))
+        knn_ids, knn_scores = (self.session_knn.recommend(items, SESSION_KNN_CANDIDATES) if self.session_knn
+                               else (np.zeros(0, np.int64), np.zeros(0, np.float32)))
+        knn = dict(zip(knn_ids.tolist(), knn_scores.tolist()))
+        ids = np.unique(np.concatenate([ann_ids.astype(np.int64), knn_ids.astype(np.int64),
+                                        np.fromiter(covisited, np.int64, len(covisited))]))
         rows = np.fromiter((self.model.row_of(int(i)) for i in ids), dtype=np.int64, count=len(ids))
         similarity = self.model.item_embeddings[rows] @ embedding
         covisitation = np.fromiter((covisited.get(int(i), 0.0) for i in ids), np.float32, len(ids))
-        return ids, similarity, covisitation
+        knn_score = np.fromiter((knn.get(int(i), 0.0) for i in ids), np.float32, len(ids))
+        return ids, similarity, covisitation, knn_score
 
     async def warm_up(self) -> None:
         """One full request before serving, so the first user does not pay for lazy set-up."""
@@ -173,7 +181,7 @@ class Recommender:
                 reasons.append("retrieval: skipped, latency budget exhausted")
             return self._fallback(items, k, exclude, timings, reasons)
 
-        ids, similarity, covisitation = self._candidates(embedding, items)
+        ids, similarity, covisitation, knn_score = self._candidates(embedding, items)
         timings.lap("retrieval")
 
         trending = np.zeros(len(ids), dtype=np.float32)
@@ -185,7 +193,7 @@ class Recommender:
 
         popularity = self.model.item_popularity[
             np.fromiter((self.model.row_of(int(i)) for i in ids), np.int64, len(ids))]
-        scores = score_candidates(CandidateFeatures(ids, similarity, covisitation, popularity, trending))
+        scores = score_candidates(CandidateFeatures(ids, knn_score, similarity, covisitation, popularity, trending))
         ranked = top_k(ids, scores, k, exclude)
         if len(ranked) < k:  # tiny catalogues: top up from popular
             seen = exclude | {item for item, _ in ranked}

@@ -1,6 +1,6 @@
 """Score retrieved candidates from batch and streaming features.
 
-A transparent weighted blend: similarity to the session embedding (stage 2), co-visitation with
+A transparent weighted blend: the session-kNN score, similarity to the session embedding (stage 2), co-visitation with
 the session's recent items and training popularity (stage 1, batch), and the item's click count
 in the last hour from the stream (stage 3). Inputs are normalised per request so the weights
 mean the same thing on any catalogue.
@@ -18,6 +18,7 @@ class CandidateFeatures:
     """Per-candidate feature columns, aligned with `item_ids`."""
 
     item_ids: np.ndarray  # int64
+    session_knn: np.ndarray  # session-kNN score (0 when not a neighbour-session item)
     similarity: np.ndarray  # cosine to the session embedding
     covisitation: np.ndarray  # co-visitation score with the recent items (0 when none)
     popularity: np.ndarray  # training clicks
@@ -26,10 +27,14 @@ class CandidateFeatures:
 
 @dataclass(frozen=True)
 class ScoreWeights:
-    similarity: float = 1.0
-    covisitation: float = 0.5
-    popularity: float = 0.05
-    trending: float = 0.1
+    """Set a priori (session-kNN leads, embeddings and co-visitation refine, popularity and trending
+    break ties); a learned ranker tuned on a validation split is to replace them."""
+
+    session_knn: float = 1.0
+    similarity: float = 0.3
+    covisitation: float = 0.3
+    popularity: float = 0.02
+    trending: float = 0.05
 
 
 def _unit(values: np.ndarray) -> np.ndarray:
@@ -39,7 +44,8 @@ def _unit(values: np.ndarray) -> np.ndarray:
 
 def score_candidates(features: CandidateFeatures, weights: ScoreWeights = ScoreWeights()) -> np.ndarray:
     return (
-        weights.similarity * features.similarity.astype(np.float32)
+        weights.session_knn * _unit(features.session_knn.astype(np.float32))
+        + weights.similarity * features.similarity.astype(np.float32)
         + weights.covisitation * _unit(features.covisitation.astype(np.float32))
         + weights.popularity * _unit(np.log1p(features.popularity.astype(np.float32)))
         + weights.trending * _unit(np.log1p(features.trending_1h.astype(np.float32)))

@@ -35,6 +35,7 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     from rich.console import Console
 
     from candidates.index import build_index, save_index
+    from candidates.session_knn import SessionKNN
     from training.batch_sources import write_batch_sources
     from training.covisitation import build_covisitation
     from training.embeddings import DEFAULT_CANDIDATES, train_embeddings
@@ -86,6 +87,7 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     artifacts.meta["timings_s"] = timings
     artifacts.save()
     save_index(index, index_info, artifacts.path)
+    SessionKNN().fit(data).save(artifacts.path)  # the session-kNN candidate generator
     write_batch_sources(settings.batch_dir, item_ids, result.embeddings, popularity, data.categories,
                         event_time=now)
     lap("write", t)
