@@ -17,30 +17,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from candidates.fallbacks import Fallbacks
+from candidates.features import CandidateGenerators, session_embedding
 from candidates.index import CandidateIndex
 from candidates.session_knn import SessionKNN
 from feature_repo import schema as s
 from serving.budget import Budget, CircuitBreaker, StepCost, StepTimings
-from serving.scoring import CandidateFeatures, score_candidates, top_k
+from serving.scoring import Scorer, top_k
 from streamrec.artifacts import ModelArtifacts
 from streamrec.online_store import OnlineStore, ReadRequest
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
-COVISIT_CANDIDATES = 100
-SESSION_KNN_CANDIDATES = 100
-TRENDING_FEATURES = (s.CLICKS_1H, s.WINDOW_END_TS)
+TRENDING_FEATURES = (s.CLICKS_5M, s.CLICKS_1H, s.WINDOW_END_TS)
 HOUR_MS = 3_600_000
 
 
-def trending_clicks(rows: list[dict | None], now_ms: float) -> np.ndarray:
-    """Last-hour clicks per candidate; 0 when unknown or when the window ended over an hour ago."""
-    out = np.zeros(len(rows), dtype=np.float32)
+def trending_clicks(rows: list[dict | None], now_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    """(last-5-minute, last-hour) clicks per candidate; 0 when unknown or the window is over an hour old."""
+    five = np.zeros(len(rows), dtype=np.float32)
+    hour = np.zeros(len(rows), dtype=np.float32)
     for position, row in enumerate(rows):
-        if row and row.get(s.CLICKS_1H) and (row.get(s.WINDOW_END_TS) or 0) > now_ms - HOUR_MS:
-            out[position] = row[s.CLICKS_1H]
-    return out
+        if row and (row.get(s.WINDOW_END_TS) or 0) > now_ms - HOUR_MS:
+            five[position] = row.get(s.CLICKS_5M) or 0
+            hour[position] = row.get(s.CLICKS_1H) or 0
+    return five, hour
 
 
 @dataclass
@@ -61,17 +61,6 @@ def merge_session_items(stream_items: list[int], request_items: list[int], limit
     return list(merged)[-limit:]
 
 
-def session_embedding(embeddings: list[np.ndarray], decay: float) -> np.ndarray | None:
-    """Recency-weighted mean of item embeddings (last item weight 1, previous `decay`, ...)."""
-    if not embeddings:
-        return None
-    matrix = np.vstack(embeddings).astype(np.float32)
-    weights = decay ** np.arange(len(embeddings) - 1, -1, -1, dtype=np.float32)
-    vector = weights @ matrix
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm > 0 else None
-
-
 class Recommender:
     """Owns the model, index and online-store client; safe to share across concurrent requests."""
 
@@ -82,8 +71,10 @@ class Recommender:
         self.model = model
         self.index = index
         self.index_version = index_version
-        self.fallbacks = Fallbacks(model)
-        self.session_knn = SessionKNN.load(model.path)
+        self.generators = CandidateGenerators(model, index, SessionKNN.load(model.path),
+                                              ann_k=settings.candidates_k)
+        self.fallbacks = self.generators.fallbacks
+        self.scorer = Scorer.load(model.path)
         self.redis_breaker = CircuitBreaker(open_s=1.0)
         self.retrieval_cost = StepCost(initial_s=0.002)
         self.reserve_ms = min(5.0, settings.latency_budget_ms * 0.2)
@@ -132,23 +123,6 @@ class Recommender:
                 found.append(np.asarray(vector, dtype=np.float32))
         return found
 
-    def _candidates(self, embedding: np.ndarray, items: list[int]) -> tuple[np.ndarray, ...]:
-        """Union of FAISS neighbours, session-kNN items and co-visited items, with each one's score."""
-        started = time.perf_counter()
-        ann_ids, _ = self.index.search(embedding, self.settings.candidates_k)
-        self.retrieval_cost.observe(time.perf_counter() - started)
-        covisited = dict(self.fallbacks.covisited(items, COVISIT_CANDIDATES, exclude=set()))
-        knn_ids, knn_scores = (self.session_knn.recommend(items, SESSION_KNN_CANDIDATES) if self.session_knn
-                               else (np.zeros(0, np.int64), np.zeros(0, np.float32)))
-        knn = dict(zip(knn_ids.tolist(), knn_scores.tolist()))
-        ids = np.unique(np.concatenate([ann_ids.astype(np.int64), knn_ids.astype(np.int64),
-                                        np.fromiter(covisited, np.int64, len(covisited))]))
-        rows = np.fromiter((self.model.row_of(int(i)) for i in ids), dtype=np.int64, count=len(ids))
-        similarity = self.model.item_embeddings[rows] @ embedding
-        covisitation = np.fromiter((covisited.get(int(i), 0.0) for i in ids), np.float32, len(ids))
-        knn_score = np.fromiter((knn.get(int(i), 0.0) for i in ids), np.float32, len(ids))
-        return ids, similarity, covisitation, knn_score
-
     async def warm_up(self) -> None:
         """One full request before serving, so the first user does not pay for lazy set-up."""
         popular = [int(i) for i in self.model.popular[:3]]
@@ -174,27 +148,26 @@ class Recommender:
 
         embeddings = await self._item_embeddings(budget, items, reasons) if items else []
         timings.lap("embeddings")
-        embedding = session_embedding(embeddings, self.settings.recency_decay)
+        embedding = session_embedding(np.asarray(embeddings), self.settings.recency_decay) if embeddings else None
 
         if embedding is None or not budget.fits(2 * self.retrieval_cost.mean_s):
             if embedding is not None:
                 reasons.append("retrieval: skipped, latency budget exhausted")
             return self._fallback(items, k, exclude, timings, reasons)
 
-        ids, similarity, covisitation, knn_score = self._candidates(embedding, items)
+        started = time.perf_counter()
+        candidates = self.generators.generate(items, embedding)
+        self.retrieval_cost.observe(time.perf_counter() - started)
         timings.lap("retrieval")
 
-        trending = np.zeros(len(ids), dtype=np.float32)
-        rows = await self._read(budget, [ReadRequest(s.ITEM_TRENDING_VIEW, ids.tolist(), TRENDING_FEATURES)],
-                                "trending features", reasons)
+        rows = await self._read(budget, [ReadRequest(s.ITEM_TRENDING_VIEW, candidates.item_ids.tolist(),
+                                                     TRENDING_FEATURES)], "trending features", reasons)
         if rows:
-            trending = trending_clicks(rows[0], now_ms=time.time() * 1000)
+            five, hour = trending_clicks(rows[0], now_ms=time.time() * 1000)
+            candidates.features["trending_5m"], candidates.features["trending_1h"] = five, hour
         timings.lap("candidate_features")
 
-        popularity = self.model.item_popularity[
-            np.fromiter((self.model.row_of(int(i)) for i in ids), np.int64, len(ids))]
-        scores = score_candidates(CandidateFeatures(ids, knn_score, similarity, covisitation, popularity, trending))
-        ranked = top_k(ids, scores, k, exclude)
+        ranked = top_k(candidates.item_ids, self.scorer.score(candidates), k, exclude)
         if len(ranked) < k:  # tiny catalogues: top up from popular
             seen = exclude | {item for item, _ in ranked}
             ranked += [(item, 0.0) for item, _ in self.fallbacks.popular(k - len(ranked), exclude=seen)]

@@ -1,40 +1,32 @@
-"""Score retrieved candidates from batch and streaming features.
+"""Score candidates: the learned ranker of the model version, or a transparent blend without one.
 
-A transparent weighted blend: the session-kNN score, similarity to the session embedding (stage 2), co-visitation with
-the session's recent items and training popularity (stage 1, batch), and the item's click count
-in the last hour from the stream (stage 3). Inputs are normalised per request so the weights
-mean the same thing on any catalogue.
+The ranker (LightGBM LambdaRank, trained by `training.ranker` on a validation split carved from
+training data) reads the feature columns it was trained on, in order, from `candidates.features`.
+Model versions without a ranker use the blend: session-kNN leads, embedding similarity and
+co-visitation refine, popularity and trending break ties (weights set a priori, not tuned).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from candidates.features import CandidateSet
 
-@dataclass
-class CandidateFeatures:
-    """Per-candidate feature columns, aligned with `item_ids`."""
-
-    item_ids: np.ndarray  # int64
-    session_knn: np.ndarray  # session-kNN score (0 when not a neighbour-session item)
-    similarity: np.ndarray  # cosine to the session embedding
-    covisitation: np.ndarray  # co-visitation score with the recent items (0 when none)
-    popularity: np.ndarray  # training clicks
-    trending_1h: np.ndarray  # streaming clicks in the last hour (0 when unknown)
+RANKER_FILE = "ranker.txt"
+RANKER_META = "ranker.json"
 
 
 @dataclass(frozen=True)
-class ScoreWeights:
-    """Set a priori (session-kNN leads, embeddings and co-visitation refine, popularity and trending
-    break ties); a learned ranker tuned on a validation split is to replace them."""
-
+class BlendWeights:
     session_knn: float = 1.0
     similarity: float = 0.3
     covisitation: float = 0.3
     popularity: float = 0.02
-    trending: float = 0.05
+    trending_1h: float = 0.05
 
 
 def _unit(values: np.ndarray) -> np.ndarray:
@@ -42,14 +34,35 @@ def _unit(values: np.ndarray) -> np.ndarray:
     return values / top if top > 0 else np.zeros_like(values, dtype=np.float32)
 
 
-def score_candidates(features: CandidateFeatures, weights: ScoreWeights = ScoreWeights()) -> np.ndarray:
-    return (
-        weights.session_knn * _unit(features.session_knn.astype(np.float32))
-        + weights.similarity * features.similarity.astype(np.float32)
-        + weights.covisitation * _unit(features.covisitation.astype(np.float32))
-        + weights.popularity * _unit(np.log1p(features.popularity.astype(np.float32)))
-        + weights.trending * _unit(np.log1p(features.trending_1h.astype(np.float32)))
-    )
+class Scorer:
+    """`score(candidates) -> scores`, by the learned ranker when the model version has one."""
+
+    def __init__(self, booster=None, feature_names: tuple[str, ...] = (), weights: BlendWeights = BlendWeights()):
+        self.booster = booster
+        self.feature_names = feature_names
+        self.weights = weights
+
+    @property
+    def kind(self) -> str:
+        return "lightgbm-lambdarank" if self.booster is not None else "blend"
+
+    @classmethod
+    def load(cls, folder: Path) -> "Scorer":
+        path = Path(folder) / RANKER_FILE
+        if not path.exists():
+            return cls()
+        import lightgbm as lgb
+
+        meta = json.loads((Path(folder) / RANKER_META).read_text())
+        return cls(lgb.Booster(model_file=str(path)), tuple(meta["features"]))
+
+    def score(self, candidates: CandidateSet) -> np.ndarray:
+        if self.booster is not None:
+            return np.asarray(self.booster.predict(candidates.matrix(self.feature_names), num_threads=1))
+        f, w = candidates.features, self.weights
+        return (w.session_knn * _unit(f["session_knn"]) + w.similarity * f["similarity"]
+                + w.covisitation * _unit(f["covisitation"]) + w.popularity * _unit(f["popularity"])
+                + w.trending_1h * _unit(np.log1p(f["trending_1h"])))
 
 
 def top_k(item_ids: np.ndarray, scores: np.ndarray, k: int, exclude: set[int]) -> list[tuple[int, float]]:

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, description="Port of `streamrec serve`.")
     latency_budget_ms: float = Field(50.0, gt=0, description="Per-request budget of /recommend.")
     max_session_items: int = Field(50, ge=1, le=500, description="Largest session accepted/used.")
-    candidates_k: int = Field(200, ge=10, le=2000, description="FAISS candidates per request.")
+    candidates_k: int = Field(100, ge=10, le=2000, description="FAISS candidates per request.")
     recency_decay: float = Field(0.7, gt=0, le=1, description="Weight ratio between consecutive items.")
     api_key: str | None = Field(None, description="If set, required in X-API-Key for write endpoints.")
 

@@ -35,6 +35,7 @@ class Interactions:
     timestamps: np.ndarray  # float64 unix seconds
     categories: dict[int, int] = field(default_factory=dict)
     name: str = ""
+    synthetic_clock: bool = False  # timestamps assigned by the loader (order only, no real time)
 
     def __post_init__(self) -> None:
         self.item_ids = np.asarray(self.item_ids, dtype=np.int64)
@@ -84,7 +85,7 @@ class Interactions:
         """Interactions of the sessions whose entry in `mask` (one per session) is true."""
         rows = np.asarray(mask, dtype=bool)[self.session_codes()]
         return Interactions(self.session_ids[rows], self.item_ids[rows], self.timestamps[rows],
-                            self.categories, self.name)
+                            self.categories, self.name, self.synthetic_clock)
 
 
 def iter_sessions(interactions: Interactions) -> Iterator[tuple[str, list[int], list[float]]]:
@@ -170,7 +171,7 @@ def _load_srgnn(folder: Path) -> Interactions:
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     position = np.arange(len(items)) - np.repeat(starts, lengths)
     ts = SRGNN_BASE_TS + sessions * SRGNN_SESSION_GAP_S + position * SRGNN_CLICK_GAP_S
-    return Interactions(sessions, items, ts, name=folder.name)
+    return Interactions(sessions, items, ts, name=folder.name, synthetic_clock=True)
 
 
 def _load_yoochoose(file: Path) -> Interactions:

@@ -88,6 +88,16 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     artifacts.save()
     save_index(index, index_info, artifacts.path)
     SessionKNN().fit(data).save(artifacts.path)  # the session-kNN candidate generator
+    t = lap("session_knn", t)
+    if knobs.get("ranker", True):
+        from training.ranker import train_ranker
+
+        artifacts.meta["ranker"] = train_ranker(
+            data, artifacts.path, algorithm=result.algorithm, factors=result.factors, decay=settings.recency_decay,
+            ann_k=settings.candidates_k, max_session_items=settings.max_session_items,
+            train_cases=knobs.get("ranker_train_cases", 20_000), valid_cases=knobs.get("ranker_valid_cases", 8_000),
+            log=console.print)
+        t = lap("ranker", t)
     write_batch_sources(settings.batch_dir, item_ids, result.embeddings, popularity, data.categories,
                         event_time=now)
     lap("write", t)

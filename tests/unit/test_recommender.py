@@ -10,7 +10,8 @@ import pytest
 
 from candidates.index import CandidateIndex, build_index
 from feature_repo import schema as s
-from serving.recommender import Recommender, merge_session_items, session_embedding
+from candidates.features import session_embedding
+from serving.recommender import Recommender, merge_session_items
 from streamrec.artifacts import CoVisitation, ModelArtifacts
 from streamrec.settings import Settings
 
@@ -71,9 +72,9 @@ def test_merge_keeps_latest_position_and_limit():
 
 def test_session_embedding_weights_recent_items_more():
     a, b = np.eye(2, dtype=np.float32)
-    vector = session_embedding([a, b], decay=0.5)
+    vector = session_embedding(np.array([a, b]), decay=0.5)
     assert vector[1] > vector[0] and abs(np.linalg.norm(vector) - 1) < 1e-6
-    assert session_embedding([], 0.5) is None
+    assert session_embedding(np.zeros((0, 2)), 0.5) is None
 
 
 async def test_empty_session_gets_popular_items(tmp_path):
@@ -129,5 +130,7 @@ def test_trending_counts_only_from_recent_windows():
     from serving.recommender import trending_clicks
 
     now = 10_000_000_000
-    rows = [{s.CLICKS_1H: 5, s.WINDOW_END_TS: now - 1000}, {s.CLICKS_1H: 9, s.WINDOW_END_TS: now - 4_000_000}, None]
-    assert trending_clicks(rows, now).tolist() == [5.0, 0.0, 0.0]
+    rows = [{s.CLICKS_5M: 2, s.CLICKS_1H: 5, s.WINDOW_END_TS: now - 1000},
+            {s.CLICKS_5M: 1, s.CLICKS_1H: 9, s.WINDOW_END_TS: now - 4_000_000}, None]
+    five, hour = trending_clicks(rows, now)
+    assert five.tolist() == [2.0, 0.0, 0.0] and hour.tolist() == [5.0, 0.0, 0.0]

@@ -1,0 +1,106 @@
+"""Candidate generation and per-candidate features: one code path for serving and ranker training.
+
+Generators: FAISS kNN over the session embedding, session-kNN, co-visitation of the recent items.
+Their union is scored by the ranker on the features below; the streaming features (trending_*)
+are filled by the caller — from the online store when serving, from Feast's offline store
+(point-in-time) when training — so that offline and online features are the same definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from candidates.fallbacks import Fallbacks
+from candidates.index import CandidateIndex
+from candidates.session_knn import SessionKNN
+from streamrec.artifacts import ModelArtifacts
+
+FEATURE_NAMES = (
+    "session_knn", "session_knn_rank", "similarity", "similarity_last", "covisitation", "popularity",
+    "in_session", "since_seen", "session_length", "trending_5m", "trending_1h",
+)
+STREAMING_FEATURES = ("trending_5m", "trending_1h")
+ABSENT_RANK = 1000.0
+
+
+@dataclass
+class CandidateSet:
+    item_ids: np.ndarray  # int64
+    features: dict[str, np.ndarray]  # name -> float32 column aligned with item_ids
+
+    def matrix(self, names: tuple[str, ...] = FEATURE_NAMES) -> np.ndarray:
+        return np.column_stack([self.features[name] for name in names]).astype(np.float32)
+
+
+def session_embedding(embeddings: np.ndarray, decay: float) -> np.ndarray | None:
+    """Recency-weighted mean of item embeddings (last item weight 1, previous `decay`, ...)."""
+    if len(embeddings) == 0:
+        return None
+    matrix = np.asarray(embeddings, dtype=np.float32)
+    weights = decay ** np.arange(len(matrix) - 1, -1, -1, dtype=np.float32)
+    vector = weights @ matrix
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else None
+
+
+class CandidateGenerators:
+    """The generators of one model version (or of a training split, when training the ranker)."""
+
+    def __init__(self, model: ModelArtifacts, index: CandidateIndex, session_knn: SessionKNN | None, *,
+                 ann_k: int = 100, knn_k: int = 100, covisit_k: int = 100) -> None:
+        self.model = model
+        self.index = index
+        self.session_knn = session_knn
+        self.fallbacks = Fallbacks(model)
+        self.ann_k, self.knn_k, self.covisit_k = ann_k, knn_k, covisit_k
+        self.log_popularity = np.log1p(model.item_popularity.astype(np.float32))
+
+    def rows(self, item_ids: np.ndarray) -> np.ndarray:
+        return np.fromiter((self.model.row_of(int(i)) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    def generate(self, items: list[int], embedding: np.ndarray) -> CandidateSet:
+        """Union of the generators' candidates for session `items` (oldest first), with features."""
+        ann_ids, _ = self.index.search(embedding, self.ann_k)
+        if self.session_knn is not None:
+            knn_ids, knn_scores = self.session_knn.recommend(items, self.knn_k)
+        else:
+            knn_ids, knn_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        covisited = self.fallbacks.covisited(items, self.covisit_k, exclude=())
+        co_ids = np.fromiter((i for i, _ in covisited), np.int64, len(covisited))
+        co_scores = np.fromiter((v for _, v in covisited), np.float32, len(covisited))
+        ids = np.unique(np.concatenate([ann_ids.astype(np.int64), knn_ids.astype(np.int64), co_ids]))
+
+        rows = self.rows(ids)
+        vectors = self.model.item_embeddings[rows]
+        last_row = self.model.row_of(items[-1]) if items else None
+        position = {item: len(items) - p for p, item in enumerate(items)}  # 1 = the last item
+        features = {
+            "session_knn": _lookup(ids, knn_ids, knn_scores, 0.0),
+            "session_knn_rank": _lookup(ids, knn_ids, np.arange(1, len(knn_ids) + 1, dtype=np.float32),
+                                        ABSENT_RANK),
+            "similarity": vectors @ embedding,
+            "similarity_last": vectors @ self.model.item_embeddings[last_row] if last_row is not None
+            else np.zeros(len(ids), np.float32),
+            "covisitation": _lookup(ids, co_ids, co_scores, 0.0),
+            "popularity": self.log_popularity[rows],
+            "in_session": np.fromiter((i in position for i in ids.tolist()), np.float32, len(ids)),
+            "since_seen": np.fromiter((position.get(i, ABSENT_RANK) for i in ids.tolist()), np.float32, len(ids)),
+            "session_length": np.full(len(ids), len(items), np.float32),
+            "trending_5m": np.zeros(len(ids), np.float32),
+            "trending_1h": np.zeros(len(ids), np.float32),
+        }
+        return CandidateSet(ids, {k: np.asarray(v, dtype=np.float32) for k, v in features.items()})
+
+
+def _lookup(ids: np.ndarray, keys: np.ndarray, values: np.ndarray, default: float) -> np.ndarray:
+    """values[keys == id] for each id (default when absent); keys need not be sorted."""
+    out = np.full(len(ids), default, dtype=np.float32)
+    if len(keys):
+        order = np.argsort(keys)
+        where = np.searchsorted(keys[order], ids)
+        where = np.minimum(where, len(keys) - 1)
+        found = keys[order][where] == ids
+        out[found] = values[order][where[found]]
+    return out

@@ -1,0 +1,188 @@
+"""Train the learned ranker (LightGBM LambdaRank) over the candidate generators' union.
+
+Leakage-free by construction: training sessions are split by time into base (80%), ranker-train
+(10%) and ranker-validation (10%). The generators (embeddings, co-visitation, session-kNN, index)
+are fitted on base only; examples come from the later sessions' prefixes, with candidates and
+features from `candidates.features` — the same code the API runs. Early stopping and the
+reported figures use the validation split only; test data is never seen.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from candidates.features import FEATURE_NAMES, STREAMING_FEATURES, CandidateGenerators, session_embedding
+from training.datasets import Interactions
+
+from serving.scoring import RANKER_FILE, RANKER_META
+
+K = 20
+
+# (item ids, unix-second times) of all (case, candidate) rows → {feature: column}; point-in-time
+StreamingFeatureFn = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass
+class Examples:
+    features: np.ndarray  # float32 [rows, len(FEATURE_NAMES)]
+    labels: np.ndarray  # int [rows]
+    groups: np.ndarray  # rows per case, for cases whose label is among the candidates
+    cases: int  # all cases, including those whose label no generator found
+    item_ids: np.ndarray
+    times: np.ndarray
+
+
+def split_three(data: Interactions) -> tuple[Interactions, Interactions, Interactions]:
+    from training.embeddings import split_by_time
+
+    rest, valid = split_by_time(data, 0.1)
+    base, train = split_by_time(rest, 1 / 9)
+    return base, train, valid
+
+
+def base_generators(base: Interactions, algorithm: str, factors: int, decay: float, tmp: Path, ann_k: int):
+    """Generators fitted on the base split, in memory."""
+    from candidates.index import CandidateIndex, build_index
+    from candidates.session_knn import SessionKNN
+    from streamrec.artifacts import ModelArtifacts
+    from training.covisitation import build_covisitation
+    from training.embeddings import fit_item_factors, session_item_matrix
+
+    matrix, item_ids = session_item_matrix(base)
+    embeddings = fit_item_factors(matrix, algorithm, factors)
+    popularity = np.bincount(np.searchsorted(item_ids, base.item_ids), minlength=len(item_ids)).astype(np.int64)
+    model = ModelArtifacts("ranker-base", tmp, item_ids, embeddings, popularity,
+                           item_ids[np.argsort(-popularity, kind="stable")[:1000]],
+                           build_covisitation(base, item_ids))
+    index, info = build_index(embeddings, item_ids)
+    return CandidateGenerators(model, CandidateIndex(index, info), SessionKNN().fit(base), ann_k=ann_k), decay
+
+
+def build_examples(generators: CandidateGenerators, data: Interactions, max_cases: int, decay: float,
+                   max_session_items: int, seed: int) -> Examples:
+    """Every prefix of `data`'s sessions → candidates + features, sampled to `max_cases` cases."""
+    from serving.recommender import merge_session_items
+
+    starts = data.session_starts()
+    ends = np.append(starts[1:], len(data))
+    targets = np.concatenate([np.arange(s + 1, e) for s, e in zip(starts, ends)]) if len(starts) else np.zeros(0, int)
+    first_of = np.repeat(starts, ends - starts)
+    if len(targets) > max_cases:
+        targets = np.sort(np.random.default_rng(seed).choice(targets, max_cases, replace=False))
+    blocks, labels, groups, items_col, times_col = [], [], [], [], []
+    for target in targets:
+        prefix = [int(i) for i in data.item_ids[first_of[target]:target]]
+        items = merge_session_items([], prefix, max_session_items)
+        rows = [r for r in (generators.model.row_of(i) for i in items) if r is not None]
+        embedding = session_embedding(generators.model.item_embeddings[rows], decay) if rows else None
+        if embedding is None:
+            continue
+        candidates = generators.generate(items, embedding)
+        label = candidates.item_ids == data.item_ids[target]
+        if not label.any():
+            continue
+        blocks.append(candidates.matrix())
+        labels.append(label.astype(np.int32))
+        groups.append(len(label))
+        items_col.append(candidates.item_ids)
+        times_col.append(np.full(len(label), data.timestamps[target - 1]))
+    if not blocks:
+        raise ValueError("no training example has its label among the candidates")
+    return Examples(np.vstack(blocks), np.concatenate(labels), np.asarray(groups), len(targets),
+                    np.concatenate(items_col), np.concatenate(times_col))
+
+
+def add_streaming(examples: Examples, streaming: StreamingFeatureFn | None) -> None:
+    if streaming is None:
+        return
+    columns = streaming(examples.item_ids, examples.times)
+    for name in STREAMING_FEATURES:
+        examples.features[:, FEATURE_NAMES.index(name)] = columns[name]
+
+
+def ranking_quality(scores: np.ndarray, examples: Examples) -> dict[str, float]:
+    """HR@20 / MRR@20 over all cases (a case whose label had no candidate counts as a miss)."""
+    hits = reciprocal = 0.0
+    start = 0
+    for size in examples.groups:
+        group_scores = scores[start:start + size]
+        positive = group_scores[examples.labels[start:start + size] == 1][0]
+        rank = int((group_scores > positive).sum()) + 1
+        if rank <= K:
+            hits += 1
+            reciprocal += 1 / rank
+        start += size
+    return {"HR@20": round(100 * hits / examples.cases, 2), "MRR@20": round(100 * reciprocal / examples.cases, 2)}
+
+
+class FittedRanker:
+    """A LightGBM booster with the columns it reads."""
+
+    def __init__(self, booster, columns: list[int]) -> None:
+        self.booster, self.columns = booster, columns
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return self.booster.predict(features[:, self.columns], num_iteration=self.booster.best_iteration)
+
+
+def fit_lambdarank(train: Examples, valid: Examples, columns: list[int], seed: int) -> FittedRanker:
+    import lightgbm as lgb
+
+    params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [K], "learning_rate": 0.05,
+              "num_leaves": 63, "min_data_in_leaf": 40, "feature_fraction": 0.9, "bagging_fraction": 0.8,
+              "bagging_freq": 1, "lambdarank_truncation_level": 30, "seed": seed, "num_threads": 2,
+              "verbose": -1}
+    train_set = lgb.Dataset(train.features[:, columns], train.labels, group=train.groups)
+    valid_set = lgb.Dataset(valid.features[:, columns], valid.labels, group=valid.groups, reference=train_set)
+    booster = lgb.train(params, train_set, num_boost_round=400, valid_sets=[valid_set],
+                        callbacks=[lgb.early_stopping(30, verbose=False)])
+    return FittedRanker(booster, columns)
+
+
+def train_ranker(data: Interactions, folder: Path, *, algorithm: str, factors: int, decay: float,
+                 ann_k: int = 100, max_session_items: int = 50, train_cases: int = 20_000, valid_cases: int = 8_000,
+                 streaming: StreamingFeatureFn | None = None, seed: int = 0,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fit, validate and save the ranker into the model version folder; returns its report."""
+    started = time.perf_counter()
+    base, train_split, valid_split = split_three(data)
+    generators, decay = base_generators(base, algorithm, factors, decay, folder, ann_k)
+    log(f"ranker: generators fitted on {base.n_sessions:,} base sessions in {time.perf_counter() - started:.0f}s")
+    train = build_examples(generators, train_split, train_cases, decay, max_session_items, seed)
+    valid = build_examples(generators, valid_split, valid_cases, decay, max_session_items, seed + 1)
+    use_streaming = streaming is not None and not data.synthetic_clock
+    add_streaming(train, streaming if use_streaming else None)
+    add_streaming(valid, streaming if use_streaming else None)
+    log(f"ranker: {len(train.groups):,} train / {len(valid.groups):,} valid cases with the label among "
+        f"candidates ({len(train.labels):,} rows); candidate recall on valid "
+        f"{100 * len(valid.groups) / valid.cases:.1f}%")
+
+    all_columns = list(range(len(FEATURE_NAMES)))
+    batch_columns = [i for i, n in enumerate(FEATURE_NAMES) if n not in STREAMING_FEATURES]
+    columns = all_columns if use_streaming else batch_columns
+    ranker = fit_lambdarank(train, valid, columns, seed)
+    report: dict[str, Any] = {
+        "features": [FEATURE_NAMES[i] for i in columns], "streaming_features": use_streaming,
+        "best_iteration": int(ranker.booster.best_iteration or ranker.booster.current_iteration()),
+        "valid": ranking_quality(ranker.predict(valid.features), valid),
+        "valid_session_knn_only": ranking_quality(valid.features[:, FEATURE_NAMES.index("session_knn")], valid),
+        "candidate_recall_valid": round(100 * len(valid.groups) / valid.cases, 2),
+        "train_rows": int(len(train.labels)),
+    }
+    if use_streaming:  # ablation on the same validation rows
+        without = fit_lambdarank(train, valid, batch_columns, seed)
+        report["valid_without_streaming"] = ranking_quality(without.predict(valid.features), valid)
+    ranker.booster.save_model(str(Path(folder) / RANKER_FILE), num_iteration=report["best_iteration"])
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    (Path(folder) / RANKER_META).write_text(json.dumps(report, indent=2))
+    log(f"ranker: valid HR@20 {report['valid']['HR@20']} MRR@20 {report['valid']['MRR@20']} "
+        f"(session-kNN alone {report['valid_session_knn_only']['HR@20']} / "
+        f"{report['valid_session_knn_only']['MRR@20']}) in {report['seconds']}s")
+    return report
