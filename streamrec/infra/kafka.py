@@ -56,10 +56,24 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def free_port(host: str = "127.0.0.1", low: int = 20_000, high: int = 32_000) -> int:
+    """A port free now, below the kernel's ephemeral range (32768+ on Linux).
+
+    Ports the OS hands out with bind(0) come from the ephemeral range, where any outgoing
+    connection may take them again before our server binds; this range is only ours.
+    """
+    import random
+
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port found on {host} between {low} and {high}")
 
 
 def _admin(bootstrap: str, timeout_s: float):  # -> kafka.KafkaAdminClient
