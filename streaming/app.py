@@ -22,6 +22,7 @@ from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
+CHANGELOG_QUEUE = 500
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -55,9 +56,11 @@ def create_app(settings: Settings) -> faust.App:
     items = _key_partitioned_table(app, ITEM_TABLE, settings.clicks_partitions)
 
     store = OnlineStore.from_url(settings.redis_url, timeout_s=5.0)
-    # Table writes queue changelog messages; Faust pauses the stream whenever more than
-    # `max_messages` are queued. One batch legitimately queues one per touched key.
-    ProducerBuffer.max_messages = max(ProducerBuffer.max_messages, 4 * settings.flush_max_events)
+    # Table writes queue changelog messages, which Faust drains one by one; every commit waits
+    # for the queue to drain. An 8,000-message queue made commits take 1-2 s and stalled the
+    # stream periodically; Faust's default of 100 throttles throughput. 500 is a compromise
+    # measured on the demo, not a cure: see the open freshness-stall note in the issue tracker.
+    ProducerBuffer.max_messages = CHANGELOG_QUEUE
 
     async def send_dead_letter(message: bytes) -> None:
         await dead_letters.send(value=message)
