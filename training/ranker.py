@@ -47,7 +47,7 @@ def split_three(data: Interactions) -> tuple[Interactions, Interactions, Interac
     return base, train, valid
 
 
-def base_generators(base: Interactions, algorithm: str, factors: int, decay: float, tmp: Path, ann_k: int):
+def base_generators(base: Interactions, algorithm: str, factors: int, tmp: Path, ann_k: int) -> CandidateGenerators:
     """Generators fitted on the base split, in memory."""
     from candidates.index import CandidateIndex, build_index
     from candidates.session_knn import SessionKNN
@@ -62,7 +62,7 @@ def base_generators(base: Interactions, algorithm: str, factors: int, decay: flo
                            item_ids[np.argsort(-popularity, kind="stable")[:1000]],
                            build_covisitation(base, item_ids))
     index, info = build_index(embeddings, item_ids)
-    return CandidateGenerators(model, CandidateIndex(index, info), SessionKNN().fit(base), ann_k=ann_k), decay
+    return CandidateGenerators(model, CandidateIndex(index, info), SessionKNN().fit(base), ann_k=ann_k)
 
 
 def build_examples(generators: CandidateGenerators, data: Interactions, max_cases: int, decay: float,
@@ -153,7 +153,7 @@ def train_ranker(data: Interactions, folder: Path, *, algorithm: str, factors: i
     """Fit, validate and save the ranker into the model version folder; returns its report."""
     started = time.perf_counter()
     base, train_split, valid_split = split_three(data)
-    generators, decay = base_generators(base, algorithm, factors, decay, folder, ann_k)
+    generators = base_generators(base, algorithm, factors, folder, ann_k)
     log(f"ranker: generators fitted on {base.n_sessions:,} base sessions in {time.perf_counter() - started:.0f}s")
     train = build_examples(generators, train_split, train_cases, decay, max_session_items, seed)
     valid = build_examples(generators, valid_split, valid_cases, decay, max_session_items, seed + 1)

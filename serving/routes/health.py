@@ -32,7 +32,8 @@ async def health(
         kafka=DependencyHealth(ok=kafka_ok, detail=kafka_detail),
         index=DependencyHealth(ok=len(recommender.index) > 0, detail=f"{len(recommender.index)} items, "
                                f"{recommender.index.info.get('type', 'unknown')}"),
-        model=DependencyHealth(ok=True, detail=f"{len(model.item_ids)} items, dim {model.dim}"),
+        model=DependencyHealth(ok=True, detail=f"{len(model.item_ids)} items, dim {model.dim}, "
+                               f"scorer {recommender.scorer.kind}"),
         model_version=recommender.model_version,
         index_version=recommender.index_version,
     )
