@@ -8,29 +8,32 @@ one Redis round trip, and ack only after the batch's features are written (at-le
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Mapping
 
 import faust
-from faust.transport.producer import ProducerBuffer
 from aiokafka.partitioner import murmur2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streaming import metrics
 from streaming.topics import ITEM_TABLE, SESSION_TABLE, by_item_topic
 from streaming.processor import ItemBatchProcessor, ItemClick, RawRecord, SessionBatchProcessor
 from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
-CHANGELOG_QUEUE = 500
 
 
 def create_app(settings: Settings) -> faust.App:
     """Build the worker app for `settings` (one app per process)."""
+    (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.worker_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=str(settings.data_dir / "worker" / "{conf.id}-data"),  # not the caller's cwd
         topic_partitions=settings.clicks_partitions,
         topic_replication_factor=1,
         broker_session_timeout=6,
@@ -56,11 +59,6 @@ def create_app(settings: Settings) -> faust.App:
     items = _key_partitioned_table(app, ITEM_TABLE, settings.clicks_partitions)
 
     store = OnlineStore.from_url(settings.redis_url, timeout_s=5.0)
-    # Table writes queue changelog messages, which Faust drains one by one; every commit waits
-    # for the queue to drain. An 8,000-message queue made commits take 1-2 s and stalled the
-    # stream periodically; Faust's default of 100 throttles throughput. 500 is a compromise
-    # measured on the demo, not a cure: see the open freshness-stall note in the issue tracker.
-    ProducerBuffer.max_messages = CHANGELOG_QUEUE
 
     async def send_dead_letter(message: bytes) -> None:
         await dead_letters.send(value=message)
@@ -97,15 +95,39 @@ def create_app(settings: Settings) -> faust.App:
 
 
 class KeyPartitionedTable(faust.Table):
-    """A table whose changelog partition is the key's partition under Kafka's default partitioner.
+    """A table whose changelog partition is the key's partition, written a batch at a time.
 
-    Faust's default is "the partition of the current event", which is wrong inside a batched
-    agent (the current event is the batch's last); the producers of the source topics key by
-    the same bytes with the same murmur2 partitioner, so this keeps tables co-partitioned.
+    Faust's default partition is "the partition of the current event", which is wrong inside a
+    batched agent (the current event is the batch's last); the producers of the source topics
+    key by the same bytes with the same murmur2 partitioner, so this keeps tables co-partitioned.
+
+    `put_many` replaces per-key assignment: Faust queues one changelog message per assignment
+    in a buffer it drains one event-loop turn per message, and every commit waits for that
+    buffer, which stalled the stream for seconds at 1,000 events/s. Here a batch's changelog
+    messages go straight to the producer's accumulator; Faust's commit still flushes the
+    producer before it commits source offsets, so the changelog is durable first (at-least-once).
     """
 
     def partition_for_key(self, key: bytes) -> int:  # type: ignore[override]
         return key_partition(key, int(self.partitions))  # type: ignore[arg-type]
+
+    async def put_many(self, values: Mapping[bytes, object]) -> None:
+        """Set every key and send its changelog message; same bytes as `table[key] = value`."""
+        producer = self.app.producer
+        topic = self.changelog_topic
+        name = topic.get_topic_name()
+        for key, value in values.items():
+            self.data[key] = value
+            key_bytes, _ = topic.prepare_key(key, self.key_serializer)
+            value_bytes, _ = topic.prepare_value(value, self.value_serializer)
+            sent = await producer.send(name, key_bytes, value_bytes, self.partition_for_key(key), None, None)
+            sent.add_done_callback(_count_changelog_failure)  # type: ignore[attr-defined]
+
+
+def _count_changelog_failure(sent: "asyncio.Future") -> None:
+    if sent.cancelled() or sent.exception() is not None:
+        metrics.CHANGELOG_FAILURES.inc()
+        log.error("changelog write failed: %r", None if sent.cancelled() else sent.exception())
 
 
 def key_partition(key: bytes, partitions: int) -> int:

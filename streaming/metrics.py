@@ -22,3 +22,7 @@ BATCH_SIZE = Histogram(
 WRITE_RETRIES = Counter(
     "streamrec_worker_online_write_retries_total", "Online-store writes retried because Redis failed."
 )
+CHANGELOG_FAILURES = Counter(
+    "streamrec_worker_changelog_failures_total",
+    "Table changelog messages Kafka did not accept (state would not survive a restart).",
+)

@@ -104,7 +104,6 @@ class SessionBatchProcessor:
             # Rewrite even an unchanged (redelivered) session: its last write may be what was lost.
             touched[event.session_id] = state
             applied += changed
-            metrics.EVENTS.labels("applied" if changed else "duplicate").inc()
             # Always forward: the item side dedupes by (partition, offset), and a forward lost in a
             # crash is only resent if we resend on redelivery.
             forwarded.append(ItemClick(event.item_id, ts_ms, record.partition, record.offset))
@@ -114,9 +113,10 @@ class SessionBatchProcessor:
             rows = [session_row(sid, st) for sid, st in touched.items()]
             with metrics.WRITE_SECONDS.labels(s.SESSION_FEATURES_VIEW).time():
                 await write_until_done(self.store, s.SESSION_FEATURES_VIEW, rows, self.settings.session_ttl_s)
-            for sid, state in touched.items():
-                self.sessions[sid.encode()] = state  # reassign so the change reaches the changelog
+            await put_state(self.sessions, {sid.encode(): st for sid, st in touched.items()})
         metrics.BATCH_SIZE.observe(len(batch))
+        metrics.EVENTS.labels("applied").inc(applied)
+        metrics.EVENTS.labels("duplicate").inc(len(forwarded) - applied)
         return applied
 
 
@@ -136,6 +136,15 @@ async def write_until_done(store: OnlineStore, view: str, rows: list[Row], expir
             log.warning("online store write failed (%s); retrying in %.2fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+async def put_state(table: MutableMapping, values: dict[bytes, object]) -> None:
+    """Store a batch of states: `put_many` on a worker table, plain assignment on a test dict."""
+    put_many = getattr(table, "put_many", None)
+    if put_many is not None:
+        await put_many(values)
+    else:
+        table.update(values)
 
 
 def session_row(session_id: str, state: session_state.SessionState) -> Row:
@@ -166,13 +175,13 @@ class ItemBatchProcessor:
             state, changed = item_windows.apply_click(previous, click.ts_ms, click.partition, click.offset, now_ms)
             touched[click.item_id] = state
             counted += changed
-            metrics.ITEM_CLICKS.labels("counted" if changed else "duplicate").inc()
         rows = []
         for item_id, state in touched.items():
             five, hour = item_windows.window_counts(state, now_ms)
             rows.append(Row(item_id, {s.CLICKS_5M: five, s.CLICKS_1H: hour, s.WINDOW_END_TS: now_ms}, now_ms / 1000))
         with metrics.WRITE_SECONDS.labels(s.ITEM_TRENDING_VIEW).time():
             await write_until_done(self.store, s.ITEM_TRENDING_VIEW, rows)
-        for item_id, state in touched.items():
-            self.items[str(item_id).encode()] = state
+        metrics.ITEM_CLICKS.labels("counted").inc(counted)
+        metrics.ITEM_CLICKS.labels("duplicate").inc(len(batch) - counted)
+        await put_state(self.items, {str(item_id).encode(): st for item_id, st in touched.items()})
         return counted

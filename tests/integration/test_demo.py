@@ -16,16 +16,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def test_demo_loses_nothing_and_reports_its_figures(live_settings, tmp_path):
-    # 500 events/s: at the demo's default 1,000/s the worker currently lags by up to ~2 s on this
-    # 2-core machine (open in the issue tracker); this test guards the path and the accounting.
-    # Same broker and Redis server as the live stack (the demo reuses running services and then
+    # At the demo's default rate (1,000 events/s). Same broker and Redis server as the live stack (the demo reuses running services and then
     # leaves them alone), but its own data dir, Redis database, topics and ports.
     redis_port = live_settings.redis_url.rsplit(":", 1)[1].split("/")[0]
     settings = make_settings(tmp_path, kafka_bootstrap=live_settings.kafka_bootstrap,
                              redis_url=f"redis://127.0.0.1:{redis_port}/1", api_port=free_port())
     env = {**settings.to_env(), "PYTHONUNBUFFERED": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", "demo", "--events", "3000", "--rate", "500", "--json"],
+        [sys.executable, "-m", "streamrec.cli", "demo", "--events", "3000", "--json"],
         env=env, capture_output=True, text=True, timeout=540,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
