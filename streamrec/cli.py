@@ -25,6 +25,10 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
+from bench.cli import bench_app  # noqa: E402 - sub-commands import their heavy modules lazily
+
+app.add_typer(bench_app, name="bench")
+
 
 def _settings() -> Settings:
     return get_settings()
