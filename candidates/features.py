@@ -8,7 +8,7 @@ are filled by the caller — from the online store when serving, from Feast's of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from streamrec.artifacts import ModelArtifacts
 FEATURE_NAMES = (
     "session_knn", "session_knn_rank", "similarity", "similarity_last", "covisitation", "popularity",
     "in_session", "since_seen", "session_length", "trending_5m", "trending_1h",
+    "session_knn_relative", "recent_popularity",
 )
 STREAMING_FEATURES = ("trending_5m", "trending_1h")
 ABSENT_RANK = 1000.0
@@ -29,6 +30,7 @@ ABSENT_RANK = 1000.0
 class CandidateSet:
     item_ids: np.ndarray  # int64
     features: dict[str, np.ndarray]  # name -> float32 column aligned with item_ids
+    sources: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> the item ids it proposed
 
     def matrix(self, names: tuple[str, ...] = FEATURE_NAMES) -> np.ndarray:
         return np.column_stack([self.features[name] for name in names]).astype(np.float32)
@@ -56,9 +58,17 @@ class CandidateGenerators:
         self.fallbacks = Fallbacks(model)
         self.ann_k, self.knn_k, self.covisit_k = ann_k, knn_k, covisit_k
         self.log_popularity = np.log1p(model.item_popularity.astype(np.float32))
+        self.log_recent_popularity = np.log1p(np.asarray(model.item_recent_popularity, dtype=np.float32))
 
     def rows(self, item_ids: np.ndarray) -> np.ndarray:
         return np.fromiter((self.model.row_of(int(i)) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    def for_session(self, items: list[int], decay: float) -> CandidateSet | None:
+        """Candidates for `items` with the session embedding from the model's own vectors (offline
+        use: ranker training, evaluation); None when no item is known."""
+        rows = [r for r in (self.model.row_of(i) for i in items) if r is not None]
+        embedding = session_embedding(self.model.item_embeddings[rows], decay) if rows else None
+        return None if embedding is None else self.generate(items, embedding)
 
     def generate(self, items: list[int], embedding: np.ndarray) -> CandidateSet:
         """Union of the generators' candidates for session `items` (oldest first), with features."""
@@ -76,8 +86,9 @@ class CandidateGenerators:
         vectors = self.model.item_embeddings[rows]
         last_row = self.model.row_of(items[-1]) if items else None
         position = {item: len(items) - p for p, item in enumerate(items)}  # 1 = the last item
+        knn = _lookup(ids, knn_ids, knn_scores, 0.0)
         features = {
-            "session_knn": _lookup(ids, knn_ids, knn_scores, 0.0),
+            "session_knn": knn,
             "session_knn_rank": _lookup(ids, knn_ids, np.arange(1, len(knn_ids) + 1, dtype=np.float32),
                                         ABSENT_RANK),
             "similarity": vectors @ embedding,
@@ -90,8 +101,12 @@ class CandidateGenerators:
             "session_length": np.full(len(ids), len(items), np.float32),
             "trending_5m": np.zeros(len(ids), np.float32),
             "trending_1h": np.zeros(len(ids), np.float32),
+            # scores relative to the session's best: comparable across sessions of any length
+            "session_knn_relative": knn / knn.max() if len(knn) and knn.max() > 0 else np.zeros(len(ids), np.float32),
+            "recent_popularity": self.log_recent_popularity[rows],
         }
-        return CandidateSet(ids, {k: np.asarray(v, dtype=np.float32) for k, v in features.items()})
+        sources = {"faiss": ann_ids.astype(np.int64), "session_knn": knn_ids.astype(np.int64), "covisitation": co_ids}
+        return CandidateSet(ids, {k: np.asarray(v, dtype=np.float32) for k, v in features.items()}, sources)
 
 
 def _lookup(ids: np.ndarray, keys: np.ndarray, values: np.ndarray, default: float) -> np.ndarray:

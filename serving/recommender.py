@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -30,6 +31,10 @@ from streamrec.settings import Settings
 log = logging.getLogger(__name__)
 TRENDING_FEATURES = (s.CLICKS_5M, s.CLICKS_1H, s.WINDOW_END_TS)
 HOUR_MS = 3_600_000
+
+
+class TrendingAt(Protocol):
+    def counts(self, item_ids: np.ndarray, at_ms: float) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def trending_clicks(rows: list[dict | None], now_ms: float) -> tuple[np.ndarray, np.ndarray]:
@@ -65,16 +70,21 @@ class Recommender:
     """Owns the model, index and online-store client; safe to share across concurrent requests."""
 
     def __init__(self, settings: Settings, store: OnlineStore | None, model: ModelArtifacts,
-                 index: CandidateIndex, index_version: str) -> None:
+                 index: CandidateIndex, index_version: str, *, scorer: Scorer | None = None,
+                 trending_history: TrendingAt | None = None) -> None:
+        """`trending_history` replaces the online trending read with counts as of a past time
+        (offline evaluation replays test sessions at their own timestamps); `scorer` overrides the
+        model version's ranker (ablations)."""
         self.settings = settings
         self.store = store
+        self.trending_history = trending_history
         self.model = model
         self.index = index
         self.index_version = index_version
         self.generators = CandidateGenerators(model, index, SessionKNN.load(model.path),
                                               ann_k=settings.candidates_k)
         self.fallbacks = self.generators.fallbacks
-        self.scorer = Scorer.load(model.path)
+        self.scorer = scorer or Scorer.load(model.path)
         self.redis_breaker = CircuitBreaker(open_s=1.0)
         self.retrieval_cost = StepCost(initial_s=0.002)
         self.reserve_ms = min(5.0, settings.latency_budget_ms * 0.2)
@@ -123,6 +133,15 @@ class Recommender:
                 found.append(np.asarray(vector, dtype=np.float32))
         return found
 
+    async def _trending(self, budget: Budget, item_ids: np.ndarray, at_ms: float | None,
+                        reasons: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Windowed click counts of the candidates: the stream's, or the history's at `at_ms`."""
+        if self.trending_history is not None:
+            return self.trending_history.counts(item_ids, time.time() * 1000 if at_ms is None else at_ms)
+        rows = await self._read(budget, [ReadRequest(s.ITEM_TRENDING_VIEW, item_ids.tolist(), TRENDING_FEATURES)],
+                                "trending features", reasons)
+        return trending_clicks(rows[0], now_ms=time.time() * 1000) if rows else None
+
     async def warm_up(self) -> None:
         """One full request before serving, so the first user does not pay for lazy set-up."""
         popular = [int(i) for i in self.model.popular[:3]]
@@ -131,7 +150,8 @@ class Recommender:
 
     # --- the pipeline ----------------------------------------------------------------------------
     async def recommend(self, session_id: str, k: int, request_items: list[int], exclude_seen: bool = True,
-                        use_stream: bool = True) -> Result:
+                        use_stream: bool = True, at_ms: float | None = None) -> Result:
+        """`at_ms`: the request's time when replaying history (offline evaluation); None = now."""
         timings = StepTimings()
         budget = Budget(self.settings.latency_budget_ms, self.reserve_ms)
         reasons: list[str] = []
@@ -160,11 +180,9 @@ class Recommender:
         self.retrieval_cost.observe(time.perf_counter() - started)
         timings.lap("retrieval")
 
-        rows = await self._read(budget, [ReadRequest(s.ITEM_TRENDING_VIEW, candidates.item_ids.tolist(),
-                                                     TRENDING_FEATURES)], "trending features", reasons)
-        if rows:
-            five, hour = trending_clicks(rows[0], now_ms=time.time() * 1000)
-            candidates.features["trending_5m"], candidates.features["trending_1h"] = five, hour
+        trending = await self._trending(budget, candidates.item_ids, at_ms, reasons)
+        if trending is not None:
+            candidates.features["trending_5m"], candidates.features["trending_1h"] = trending
         timings.lap("candidate_features")
 
         ranked = top_k(candidates.item_ids, self.scorer.score(candidates), k, exclude)

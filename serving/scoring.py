@@ -18,6 +18,7 @@ from candidates.features import CandidateSet
 
 RANKER_FILE = "ranker.txt"
 RANKER_META = "ranker.json"
+RANKER_BATCH_ONLY_FILE = "ranker_batch_only.txt"  # the streaming-features ablation, when trained
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,17 @@ class Scorer:
         return "lightgbm-lambdarank" if self.booster is not None else "blend"
 
     @classmethod
-    def load(cls, folder: Path) -> "Scorer":
-        path = Path(folder) / RANKER_FILE
+    def load(cls, folder: Path, *, batch_only: bool = False) -> "Scorer":
+        """The version's ranker; `batch_only`: its twin trained without the streaming features."""
+        path = Path(folder) / (RANKER_BATCH_ONLY_FILE if batch_only else RANKER_FILE)
         if not path.exists():
+            if batch_only:
+                raise FileNotFoundError(f"{path}: this model version was trained without streaming features")
             return cls()
         import lightgbm as lgb
 
         meta = json.loads((Path(folder) / RANKER_META).read_text())
-        return cls(lgb.Booster(model_file=str(path)), tuple(meta["features"]))
+        return cls(lgb.Booster(model_file=str(path)), tuple(meta["batch_only_features" if batch_only else "features"]))
 
     def score(self, candidates: CandidateSet) -> np.ndarray:
         if self.booster is not None:

@@ -18,6 +18,7 @@ import numpy as np
 ITEM_IDS = "item_ids.npy"  # int64 [n]: catalogue item ids, row order of every per-item array
 ITEM_EMBEDDINGS = "item_embeddings.npy"  # float32 [n, d], L2-normalised rows
 ITEM_POPULARITY = "item_popularity.npy"  # int64 [n]: training clicks per item
+ITEM_RECENT_POPULARITY = "item_recent_popularity.npy"  # int64 [n]: clicks in the latest part of training
 POPULAR = "popular.npy"  # int64 [m]: item ids, most popular first
 COVISIT = "covisit.npz"  # CSR by item row: indptr [n+1], neighbours (item ids), scores float32
 INDEX = "index.faiss"  # FAISS index, id-mapped to item ids
@@ -51,8 +52,11 @@ class ModelArtifacts:
     popular: np.ndarray
     covisit: CoVisitation
     meta: dict[str, Any] = field(default_factory=dict)
+    item_recent_popularity: np.ndarray | None = None  # None in versions trained before it existed
 
     def __post_init__(self) -> None:
+        if self.item_recent_popularity is None:
+            self.item_recent_popularity = np.zeros(len(self.item_ids), dtype=np.int64)
         self._row_of: dict[int, int] = {int(i): r for r, i in enumerate(self.item_ids.tolist())}
 
     def row_of(self, item_id: int) -> int | None:
@@ -68,6 +72,7 @@ class ModelArtifacts:
         np.save(self.path / ITEM_EMBEDDINGS, self.item_embeddings.astype(np.float32))
         np.save(self.path / ITEM_POPULARITY, self.item_popularity.astype(np.int64))
         np.save(self.path / POPULAR, self.popular.astype(np.int64))
+        np.save(self.path / ITEM_RECENT_POPULARITY, np.asarray(self.item_recent_popularity, dtype=np.int64))
         np.savez(
             self.path / COVISIT,
             indptr=self.covisit.indptr.astype(np.int64),
@@ -92,6 +97,8 @@ class ModelArtifacts:
             popular=np.load(path / POPULAR),
             covisit=CoVisitation(covisit["indptr"], covisit["neighbours"], covisit["scores"]),
             meta=meta,
+            item_recent_popularity=np.load(path / ITEM_RECENT_POPULARITY)
+            if (path / ITEM_RECENT_POPULARITY).exists() else None,
         )
 
 

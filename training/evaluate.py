@@ -32,6 +32,10 @@ console = Console(stderr=True)
 class TestCases:
     prefixes: list[list[int]]
     labels: np.ndarray  # int64
+    times_ms: np.ndarray | None = None  # time of each prefix's last click, when the data has real time
+
+    def head(self, n: int) -> "TestCases":
+        return TestCases(self.prefixes[:n], self.labels[:n], None if self.times_ms is None else self.times_ms[:n])
 
 
 def load_test_cases(dataset: Path, train: Interactions) -> TestCases:
@@ -48,17 +52,26 @@ def load_test_cases(dataset: Path, train: Interactions) -> TestCases:
                 prefixes.append([int(i) for i in prefix.split()])
                 labels.append(int(label))
         return TestCases(prefixes, np.asarray(labels, dtype=np.int64))
-    test = load_dataset(Path(dataset), split="test")
-    known = set(np.unique(train.item_ids).tolist())
-    prefixes, labels = [], []
+    test = load_test_split(dataset)
+    known = np.unique(train.item_ids)
+    prefixes, labels, times = [], [], []
     starts = np.flatnonzero(np.r_[True, test.session_ids[1:] != test.session_ids[:-1]])
     ends = np.r_[starts[1:], len(test.item_ids)]
     for start, end in zip(starts, ends):
-        items = [int(i) for i in test.item_ids[start:end] if int(i) in known]
+        keep = np.isin(test.item_ids[start:end], known)
+        items = test.item_ids[start:end][keep].tolist()
+        stamps = test.timestamps[start:end][keep]
         for position in range(1, len(items)):
             prefixes.append(items[:position])
             labels.append(items[position])
-    return TestCases(prefixes, np.asarray(labels, dtype=np.int64))
+            times.append(stamps[position - 1] * 1000)
+    real_time = not (test.synthetic_clock or train.synthetic_clock)
+    return TestCases(prefixes, np.asarray(labels, dtype=np.int64),
+                     np.asarray(times, dtype=np.float64) if real_time else None)
+
+
+def load_test_split(dataset: Path) -> Interactions:
+    return load_dataset(Path(dataset), split="test")
 
 
 # --- baselines ---------------------------------------------------------------------------------
@@ -149,14 +162,16 @@ def rank_of(label: int, recommended: np.ndarray) -> int:
     return int(where[0]) + 1 if len(where) else 0
 
 
-def run_model(name: str, recommend: Callable[[list[int]], np.ndarray], cases: TestCases,
+def run_model(name: str, recommend: Callable[..., np.ndarray], cases: TestCases,
               progress: Progress) -> ModelResult:
     task = progress.add_task(name, total=len(cases.labels))
     ranks = np.zeros(len(cases.labels), dtype=np.int64)
     recommended: list[np.ndarray] = []
     started = time.perf_counter()
+    timed = getattr(recommend, "takes_time", False)
     for i, (prefix, label) in enumerate(zip(cases.prefixes, cases.labels)):
-        items = np.asarray(recommend(prefix), dtype=np.int64)[:K]
+        at_ms = float(cases.times_ms[i]) if timed and cases.times_ms is not None else None
+        items = np.asarray(recommend(prefix, at_ms) if timed else recommend(prefix), dtype=np.int64)[:K]
         ranks[i] = rank_of(int(label), items)
         recommended.append(items)
         if i % 500 == 0:
@@ -165,16 +180,37 @@ def run_model(name: str, recommend: Callable[[list[int]], np.ndarray], cases: Te
     return ModelResult(name, ranks, recommended, time.perf_counter() - started)
 
 
-def served_recommend(recommender, exclude_seen: bool) -> Callable[[list[int]], np.ndarray]:
-    """The API's recommender, called exactly as POST /recommend calls it (no stream state)."""
+def served_recommend(recommender, exclude_seen: bool) -> Callable[[list[int], float | None], np.ndarray]:
+    """The API's recommender, called exactly as POST /recommend calls it: the prefix as the
+    session's items, no session state, and (with real time) the case's time for the trending
+    features, which the recommender then reads as the stream showed them at that moment."""
     loop = asyncio.new_event_loop()
 
-    def recommend(prefix: list[int]) -> np.ndarray:
-        result = loop.run_until_complete(
-            recommender.recommend("evaluation", K, prefix, exclude_seen=exclude_seen, use_stream=False))
+    def recommend(prefix: list[int], at_ms: float | None = None) -> np.ndarray:
+        result = loop.run_until_complete(recommender.recommend(
+            "evaluation", K, prefix, exclude_seen=exclude_seen, use_stream=False, at_ms=at_ms))
         return np.fromiter((item for item, _ in result.items), dtype=np.int64, count=len(result.items))
 
+    recommend.takes_time = True  # type: ignore[attr-defined]
     return recommend
+
+
+def candidate_recall(generators, cases: TestCases, decay: float, max_session_items: int,
+                     progress: Progress) -> dict[str, float]:
+    """Share of cases (%) whose next item each generator proposes, and the union the ranker sees."""
+    from serving.recommender import merge_session_items
+
+    task = progress.add_task("candidates", total=len(cases.labels))
+    hits: dict[str, int] = {}
+    for i, (prefix, label) in enumerate(zip(cases.prefixes, cases.labels)):
+        candidates = generators.for_session(merge_session_items([], prefix, max_session_items), decay)
+        found = {} if candidates is None else {**candidates.sources, "union": candidates.item_ids}
+        for name, ids in found.items():
+            hits[name] = hits.get(name, 0) + bool((ids == label).any())
+        if i % 500 == 0:
+            progress.update(task, completed=i)
+    progress.update(task, completed=len(cases.labels))
+    return {name: round(100 * count / max(len(cases.labels), 1), 2) for name, count in hits.items()}
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -226,6 +262,8 @@ def render(report: dict) -> Table:
     for key in keys:
         table.add_column(key, justify="right")
     table.add_row("streamrec", *[str(report[k]) for k in keys], style="bold")
+    if "ablation" in report:
+        table.add_row("  without streaming features", *[str(report["ablation"]["without_streaming"][k]) for k in keys])
     for name, figures in report["baselines"].items():
         table.add_row(name, *[str(figures[k]) for k in keys])
     return table
@@ -236,7 +274,9 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
     """Train on the dataset's training data (in an evaluation data dir), evaluate every test case."""
     from candidates.index import CandidateIndex
     from serving.recommender import Recommender
+    from serving.scoring import Scorer
     from streamrec.artifacts import load_current
+    from training.historical_features import TrendingHistory
     from training.pipeline import train
 
     dataset = Path(dataset)
@@ -245,29 +285,46 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
     if train_model:
         train(eval_settings, dataset)
     model = load_current(eval_settings.models_dir)
-    recommender = Recommender(eval_settings, None, model, CandidateIndex.load(model.path),
-                              index_version=model.version)
     cases = load_test_cases(dataset, train_data)
     if limit:
-        cases = TestCases(cases.prefixes[:limit], cases.labels[:limit])
+        cases = cases.head(limit)
+    index = CandidateIndex.load(model.path)
+    # With real time, the trending features are what the stream showed at each case's time: the
+    # windows over every click before it, training and earlier test clicks alike.
+    history = TrendingHistory.from_clicks(train_data, load_test_split(dataset)) if cases.times_ms is not None else None
+    served = {"streamrec": Recommender(eval_settings, None, model, index, model.version, trending_history=history)}
+    if history is not None and model.meta.get("ranker", {}).get("batch_only_features"):
+        served["streamrec_without_streaming"] = Recommender(
+            eval_settings, None, model, index, model.version, trending_history=history,
+            scorer=Scorer.load(model.path, batch_only=True))
 
     items, counts = np.unique(train_data.item_ids, return_counts=True)
     popular = set(items[np.argsort(-counts)[: max(1, len(items) // 100)]].tolist())
     progress = Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=console, transient=False)
     with progress:
-        results = [run_model("streamrec", served_recommend(recommender, exclude_seen), cases, progress)]
+        results = [run_model(name, served_recommend(recommender, exclude_seen), cases, progress)
+                   for name, recommender in served.items()]
         for baseline in (Popularity(train_data), ItemKNN(train_data), SessionKNNBaseline(train_data)):
             results.append(run_model(baseline.name, baseline.recommend, cases, progress))
+        recall = candidate_recall(served["streamrec"].generators, cases, eval_settings.recency_decay,
+                                  eval_settings.max_session_items, progress)
 
     summaries = {r.name: r.summary(popular, len(items)) for r in results}
     out_dir = out_dir or eval_settings.data_dir / "report"
     plots = plot(results, cases, out_dir)
     report = {"dataset": str(dataset), "cases": int(len(cases.labels)), "model_version": model.version,
               "exclude_seen": exclude_seen, **summaries["streamrec"],
-              "baselines": {name: figures for name, figures in summaries.items() if name != "streamrec"},
+              "candidate_recall": recall,
+              "streaming_features": history is not None and bool(model.meta.get("ranker", {}).get("streaming_features")),
+              "baselines": {name: figures for name, figures in summaries.items() if name not in served},
+              **({"ablation": {"with_streaming": summaries["streamrec"],
+                               "without_streaming": summaries["streamrec_without_streaming"]}}
+                 if "streamrec_without_streaming" in summaries else {}),
               "curves": {r.name: r.curves() for r in results}, "plots": [str(p) for p in plots]}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     console.print(render(report))
+    console.print("candidate recall (% of cases whose next item is proposed): "
+                  + ", ".join(f"{name} {value}" for name, value in recall.items()))
     console.print(f"plots: {', '.join(str(p) for p in plots)}")
     return report

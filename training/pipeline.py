@@ -39,6 +39,7 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     from training.batch_sources import write_batch_sources
     from training.covisitation import build_covisitation
     from training.embeddings import DEFAULT_CANDIDATES, train_embeddings
+    from training.popularity import item_popularity, recent_item_popularity
     from training.synthetic import generate_sessions
 
     console = Console(quiet=not progress)
@@ -66,7 +67,7 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
                                  top_k=knobs.get("covisit_top_k", 50))
     t = lap("covisitation", t)
     # item_ids come from np.unique, hence sorted: searchsorted maps every click to its row
-    popularity = np.bincount(np.searchsorted(item_ids, data.item_ids), minlength=len(item_ids)).astype(np.int64)
+    popularity = item_popularity(data, item_ids)
     popular = item_ids[np.argsort(-popularity, kind="stable")[:N_POPULAR]]
 
     now = datetime.now(timezone.utc)
@@ -79,7 +80,8 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     }
     artifacts = ModelArtifacts(version=version, path=settings.models_dir / version, item_ids=item_ids,
                                item_embeddings=result.embeddings, item_popularity=popularity,
-                               popular=popular, covisit=covisit, meta=meta)
+                               popular=popular, covisit=covisit, meta=meta,
+                               item_recent_popularity=recent_item_popularity(data, item_ids))
     index, index_info = build_index(result.embeddings, item_ids, target_recall=knobs.get("target_recall", 0.95),
                                     k=knobs.get("index_k", 100))
     t = lap("index", t)
@@ -89,18 +91,25 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     save_index(index, index_info, artifacts.path)
     SessionKNN().fit(data).save(artifacts.path)  # the session-kNN candidate generator
     t = lap("session_knn", t)
+    write_batch_sources(settings.batch_dir, item_ids, result.embeddings, popularity, data.categories,
+                        event_time=now)
+    t = lap("write", t)
     if knobs.get("ranker", True):
         from training.ranker import train_ranker
 
+        streaming = None
+        if not data.synthetic_clock and knobs.get("streaming_features", True):
+            from training.historical_features import feast_streaming_features
+
+            console.print("ranker: backfilling the stream's item windows into Feast's offline store")
+            streaming = feast_streaming_features(settings, data)
+            t = lap("backfill", t)
         artifacts.meta["ranker"] = train_ranker(
             data, artifacts.path, algorithm=result.algorithm, factors=result.factors, decay=settings.recency_decay,
             ann_k=settings.candidates_k, max_session_items=settings.max_session_items,
             train_cases=knobs.get("ranker_train_cases", 20_000), valid_cases=knobs.get("ranker_valid_cases", 8_000),
-            log=console.print)
+            streaming=streaming, log=console.print)
         t = lap("ranker", t)
-    write_batch_sources(settings.batch_dir, item_ids, result.embeddings, popularity, data.categories,
-                        event_time=now)
-    lap("write", t)
     artifacts.meta["timings_s"]["total"] = round(time.perf_counter() - started, 2)
     artifacts.save()  # meta now has the complete timings
     set_current_version(settings.models_dir, version)

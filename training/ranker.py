@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from candidates.features import FEATURE_NAMES, STREAMING_FEATURES, CandidateGenerators, session_embedding
+from candidates.features import FEATURE_NAMES, STREAMING_FEATURES, CandidateGenerators
 from training.datasets import Interactions
 
-from serving.scoring import RANKER_FILE, RANKER_META
+from serving.scoring import RANKER_BATCH_ONLY_FILE, RANKER_FILE, RANKER_META
 
 K = 20
 
@@ -54,13 +54,15 @@ def base_generators(base: Interactions, algorithm: str, factors: int, tmp: Path,
     from streamrec.artifacts import ModelArtifacts
     from training.covisitation import build_covisitation
     from training.embeddings import fit_item_factors, session_item_matrix
+    from training.popularity import item_popularity, recent_item_popularity
 
     matrix, item_ids = session_item_matrix(base)
     embeddings = fit_item_factors(matrix, algorithm, factors)
-    popularity = np.bincount(np.searchsorted(item_ids, base.item_ids), minlength=len(item_ids)).astype(np.int64)
+    popularity = item_popularity(base, item_ids)
     model = ModelArtifacts("ranker-base", tmp, item_ids, embeddings, popularity,
                            item_ids[np.argsort(-popularity, kind="stable")[:1000]],
-                           build_covisitation(base, item_ids))
+                           build_covisitation(base, item_ids),
+                           item_recent_popularity=recent_item_popularity(base, item_ids))
     index, info = build_index(embeddings, item_ids)
     return CandidateGenerators(model, CandidateIndex(index, info), SessionKNN().fit(base), ann_k=ann_k)
 
@@ -79,12 +81,9 @@ def build_examples(generators: CandidateGenerators, data: Interactions, max_case
     blocks, labels, groups, items_col, times_col = [], [], [], [], []
     for target in targets:
         prefix = [int(i) for i in data.item_ids[first_of[target]:target]]
-        items = merge_session_items([], prefix, max_session_items)
-        rows = [r for r in (generators.model.row_of(i) for i in items) if r is not None]
-        embedding = session_embedding(generators.model.item_embeddings[rows], decay) if rows else None
-        if embedding is None:
+        candidates = generators.for_session(merge_session_items([], prefix, max_session_items), decay)
+        if candidates is None:
             continue
-        candidates = generators.generate(items, embedding)
         label = candidates.item_ids == data.item_ids[target]
         if not label.any():
             continue
@@ -136,13 +135,13 @@ def fit_lambdarank(train: Examples, valid: Examples, columns: list[int], seed: i
     import lightgbm as lgb
 
     params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [K], "learning_rate": 0.05,
-              "num_leaves": 63, "min_data_in_leaf": 40, "feature_fraction": 0.9, "bagging_fraction": 0.8,
+              "num_leaves": 31, "min_data_in_leaf": 100, "feature_fraction": 0.9, "bagging_fraction": 0.8,
               "bagging_freq": 1, "lambdarank_truncation_level": 30, "seed": seed, "num_threads": 2,
               "verbose": -1}
     train_set = lgb.Dataset(train.features[:, columns], train.labels, group=train.groups)
     valid_set = lgb.Dataset(valid.features[:, columns], valid.labels, group=valid.groups, reference=train_set)
-    booster = lgb.train(params, train_set, num_boost_round=400, valid_sets=[valid_set],
-                        callbacks=[lgb.early_stopping(30, verbose=False)])
+    booster = lgb.train(params, train_set, num_boost_round=600, valid_sets=[valid_set],
+                        callbacks=[lgb.early_stopping(40, verbose=False)])
     return FittedRanker(booster, columns)
 
 
@@ -176,9 +175,12 @@ def train_ranker(data: Interactions, folder: Path, *, algorithm: str, factors: i
         "candidate_recall_valid": round(100 * len(valid.groups) / valid.cases, 2),
         "train_rows": int(len(train.labels)),
     }
-    if use_streaming:  # ablation on the same validation rows
+    if use_streaming:  # ablation on the same validation rows; kept so evaluation can repeat it on test
         without = fit_lambdarank(train, valid, batch_columns, seed)
         report["valid_without_streaming"] = ranking_quality(without.predict(valid.features), valid)
+        report["batch_only_features"] = [FEATURE_NAMES[i] for i in batch_columns]
+        without.booster.save_model(str(Path(folder) / RANKER_BATCH_ONLY_FILE),
+                                   num_iteration=int(without.booster.best_iteration or 0) or None)
     ranker.booster.save_model(str(Path(folder) / RANKER_FILE), num_iteration=report["best_iteration"])
     report["seconds"] = round(time.perf_counter() - started, 1)
     (Path(folder) / RANKER_META).write_text(json.dumps(report, indent=2))

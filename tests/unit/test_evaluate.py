@@ -59,3 +59,38 @@ def test_evaluate_end_to_end_beats_popularity(tmp_path):
     assert set(report["baselines"]) == {"popularity", "item_knn", "session_knn"}
     assert report["HR@20"] > report["baselines"]["popularity"]["HR@20"]
     assert all(Path(p).exists() for p in report["plots"])
+    recall = report["candidate_recall"]
+    assert set(recall) == {"faiss", "session_knn", "covisitation", "union"}
+    assert recall["union"] >= max(recall["faiss"], recall["session_knn"], recall["covisitation"]) > 0
+    assert recall["union"] >= report["HR@20"]  # the ranker can only return what a generator proposed
+
+
+def write_yoochoose(folder: Path, data: Interactions, test_share: float = 0.1) -> Path:
+    """A session-rec style folder (`*_train_full.txt`, `*_test.txt`), split by session start time."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame({"SessionId": data.session_ids, "ItemId": data.item_ids, "Time": data.timestamps})
+    starts = df.groupby("SessionId")["Time"].transform("min")
+    cut = np.quantile(starts, 1 - test_share)
+    df[starts <= cut].to_csv(folder / "clicks_train_full.txt", sep="\t", index=False)
+    df[starts > cut].to_csv(folder / "clicks_test.txt", sep="\t", index=False)
+    return folder
+
+
+def test_real_time_cases_carry_times_and_the_streaming_ablation_runs(tmp_path):
+    from streamrec.settings import Settings
+
+    folder = write_yoochoose(tmp_path / "timed", generate_sessions(n_sessions=2500, n_items=300, n_topics=15, seed=8))
+    train = load_dataset(folder)
+    cases = ev.load_test_cases(folder, train)
+    assert cases.times_ms is not None and len(cases.times_ms) == len(cases.labels) > 0
+    test = load_dataset(folder, split="test")
+    assert cases.times_ms.min() >= test.timestamps.min() * 1000 and cases.times_ms.max() <= test.timestamps.max() * 1000
+
+    report = ev.evaluate(Settings(data_dir=tmp_path / "data"), folder, limit=400)
+    assert report["cases"] == 400 and report["streaming_features"] is True
+    ablation = report["ablation"]
+    assert ablation["with_streaming"]["HR@20"] == report["HR@20"]
+    assert 0 < ablation["without_streaming"]["HR@20"] <= 100
+    assert set(report["baselines"]) == {"popularity", "item_knn", "session_knn"}

@@ -17,7 +17,12 @@ from streamrec.infra.kafka import free_port
 from streamrec.settings import Settings
 from training.batch_sources import ITEM_STREAM_SCHEMA, write_batch_sources
 from training.datasets import Interactions
-from training.historical_features import backfill_item_trending, item_trending_rows, point_in_time_item_features
+from training.historical_features import (
+    TrendingHistory,
+    backfill_item_trending,
+    item_trending_rows,
+    point_in_time_item_features,
+)
 
 MIN = 60_000
 BASE_MS = int(datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)  # a minute boundary
@@ -159,6 +164,13 @@ def test_point_in_time_features_through_feast(tmp_path: Path) -> None:
     got = list(zip(out[s.CLICKS_5M].tolist(), out[s.CLICKS_1H].tolist()))
     expected = [pit_expected(i, BASE_MS + t) for i, t in queries]
     assert got == expected
+    # the in-memory reader offline evaluation uses gives exactly what Feast's PIT join gives
+    history = TrendingHistory.from_clicks(data)
+    in_memory = [history.counts(np.array([i]), BASE_MS + t) for i, t in queries]
+    assert [(int(five[0]), int(hour[0])) for five, hour in in_memory] == got
+    five, hour = history.counts(np.array([10, 99, 20]), BASE_MS + 7 * MIN)  # vectorised, unknown item
+    assert list(zip(five.tolist(), hour.tolist())) == [pit_expected(10, BASE_MS + 7 * MIN), (0, 0),
+                                                       pit_expected(20, BASE_MS + 7 * MIN)]
     assert expected[:4] == [(0, 0), (0, 0), (2, 2), (3, 3)] and expected[8] == (0, 0)
     assert out[s.CLICKS_5M].dtype == np.int64 and out[s.CLICKS_1H].dtype == np.int64
     assert out[s.POPULARITY].tolist() == [{10: 8, 20: 4, 30: 1}.get(i, 0) for i, _ in queries]

@@ -134,3 +134,26 @@ def test_trending_counts_only_from_recent_windows():
             {s.CLICKS_5M: 1, s.CLICKS_1H: 9, s.WINDOW_END_TS: now - 4_000_000}, None]
     five, hour = trending_clicks(rows, now)
     assert five.tolist() == [2.0, 0.0, 0.0] and hour.tolist() == [5.0, 0.0, 0.0]
+
+
+async def test_trending_history_replaces_the_online_read_at_the_requested_time(tmp_path):
+    class Spy:
+        def __init__(self):
+            self.calls = []
+
+        def counts(self, item_ids, at_ms):
+            self.calls.append((np.asarray(item_ids).copy(), at_ms))
+            return np.full(len(item_ids), 3, np.float32), np.full(len(item_ids), 7, np.float32)
+
+    model = tiny_model(tmp_path)
+    index, info = build_index(model.item_embeddings, model.item_ids)
+    spy, store = Spy(), FakeStore(model)
+    served = Recommender(Settings(), store, model, CandidateIndex(index, info), "v1:flat", trending_history=spy)
+    scored = []
+    served.scorer.score = lambda candidates: scored.append(candidates) or candidates.features["trending_1h"]
+    result = await served.recommend("s", 5, [1010, 1011], use_stream=False, at_ms=1.5e12)
+    assert len(result.items) == 5
+    assert len(spy.calls) == 1 and spy.calls[0][1] == 1.5e12
+    assert spy.calls[0][0].tolist() == scored[0].item_ids.tolist()
+    assert (scored[0].features["trending_5m"] == 3).all() and (scored[0].features["trending_1h"] == 7).all()
+    assert store.calls == 1  # embeddings only: no online trending read

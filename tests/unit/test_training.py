@@ -103,7 +103,15 @@ def test_pipeline_writes_a_complete_version(tmp_path: Path) -> None:
     top = stats.loc[stats[s.POPULARITY_RANK] == 1, s.ITEM_KEY].item()
     assert top == loaded.popular[0]
     assert (stats[s.CATEGORY] >= 0).all()  # synthetic items all have a topic
-    for name, columns in ((s.SESSION_STREAM_FILE, [s.SESSION_KEY, *s.SESSION_FEATURES, s.EVENT_TIMESTAMP]),
-                          (s.ITEM_STREAM_FILE, [s.ITEM_KEY, *s.ITEM_TRENDING_FEATURES, s.EVENT_TIMESTAMP])):
-        table = pq.read_table(settings.batch_dir / name)
-        assert table.num_rows == 0 and table.column_names == columns
+    sessions = pq.read_table(settings.batch_dir / s.SESSION_STREAM_FILE)
+    assert sessions.num_rows == 0
+    assert sessions.column_names == [s.SESSION_KEY, *s.SESSION_FEATURES, s.EVENT_TIMESTAMP]
+    # synthetic sessions have real timestamps: the stream's item windows were backfilled for the
+    # ranker's point-in-time streaming features
+    trending = pq.read_table(settings.batch_dir / s.ITEM_STREAM_FILE)
+    assert trending.num_rows > 0
+    assert trending.column_names == [s.ITEM_KEY, *s.ITEM_TRENDING_FEATURES, s.EVENT_TIMESTAMP]
+    assert loaded.meta["ranker"]["streaming_features"] is True
+    assert "trending_1h" in loaded.meta["ranker"]["features"]
+    assert "trending_1h" not in loaded.meta["ranker"]["batch_only_features"]
+    assert loaded.item_recent_popularity.sum() > 0
