@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what streamrec needs on a fresh Debian/Ubuntu machine (idempotent, quick when done):
-# redis-server, Java 17 + Maven (to fetch and run the Kafka broker), and the Python package.
+# redis-server, Java 17 + Maven (to fetch and run the Kafka broker), wrk (HTTP load generator for
+# `streamrec bench serve`), and the Python package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,7 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)  # load generator of `streamrec bench serve`
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
