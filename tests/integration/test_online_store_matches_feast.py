@@ -220,11 +220,6 @@ def _session_rows(tag: str, now: float) -> tuple[list[Row], list[str]]:
     return rows, [f"{tag}-missing"]
 
 
-def _expired_session(tag: str, now: float) -> Row:
-    old_ms = int((now - s.DAY_S - 3600) * 1000)  # an hour past the view's one-day TTL
-    return Row(f"{tag}-expired", {s.RECENT_ITEMS: [1, 2], s.CLICK_COUNT: 2, s.LAST_EVENT_TS: old_ms}, old_ms / 1000)
-
-
 def test_streamrec_written_sessions_match_feast(live_settings, feast_store):
     tag = f"it-{uuid.uuid4().hex[:8]}"
     rows, missing = _session_rows(tag, _now())
@@ -251,6 +246,15 @@ def test_streamrec_written_item_trending_matches_feast(live_settings, feast_stor
         Row(10**12 + 2, {s.CLICKS_5M: 2**40, s.CLICKS_1H: 2**41, s.WINDOW_END_TS: now_ms - 5}, (now_ms - 5) / 1000),
     ]
     assert write_rows(live_settings, s.ITEM_TRENDING_VIEW, fresh) == len(fresh)
+    # a real item whose hash holds the batch views but no trending fields (materialization may
+    # have loaded trending rows for any item, so take this one's away)
+    spec = s.VIEWS[s.ITEM_TRENDING_VIEW]
+    client = redis.Redis.from_url(live_settings.redis_url)
+    try:
+        client.hdel(codec.entity_key(spec, item_ids[1]), *codec.read_fields(spec))
+        assert client.exists(codec.entity_key(spec, item_ids[1]))
+    finally:
+        client.close()
     keys = [r.key for r in fresh] + [MISSING_ITEMS[0], item_ids[1]]  # absent; real item without trending
     features = s.ITEM_TRENDING_FEATURES
     feast = feast_rows(feast_store, s.ITEM_TRENDING_VIEW, s.ITEM_KEY, keys, features)
@@ -267,24 +271,127 @@ def test_streamrec_written_item_trending_matches_feast(live_settings, feast_stor
                     feast_rows(feast_store, view, s.ITEM_KEY, [real], feats), [real], f"{view} after trending")
 
 
-@pytest.mark.parametrize("view", [s.SESSION_FEATURES_VIEW, s.ITEM_TRENDING_VIEW])
-def test_rows_older_than_ttl_match_feast(live_settings, feast_store, view):
-    """Feast 0.67 does not filter by TTL on online reads; neither do we (freshness is the reader's call)."""
+# --- 3. expired rows: older than the view's TTL, or expired by Redis itself ---------------------
+# Feast 0.67 applies a view's TTL when it materializes (only source rows newer than now - ttl are
+# loaded), never when it reads: RedisOnlineStore._get_features_for_entity and
+# utils._populate_response_from_feature_data return whatever the hash holds, status PRESENT, with
+# the row's own event timestamp (OUTSIDE_MAX_AGE is only set for precomputed feature-service
+# vectors). A key Redis has expired is simply absent. streamrec must agree on both.
+
+def _expired_row(view: str, now: float) -> Row:
+    """One row of `view` an hour past the view's TTL, with non-trivial values of every type."""
+    old = now - s.VIEWS[view].ttl_s - 3600
+    old_ms = int(old * 1000)
+    values: dict[str, dict[str, object]] = {
+        s.SESSION_FEATURES_VIEW: {s.RECENT_ITEMS: [1, 2**40, 3], s.CLICK_COUNT: 2, s.LAST_EVENT_TS: old_ms},
+        s.ITEM_EMBEDDINGS_VIEW: {s.EMBEDDING: [0.25, -1.5, 3.0e-7, 1 / 3]},
+        s.ITEM_STATS_VIEW: {s.POPULARITY: 7, s.POPULARITY_RANK: 123, s.CATEGORY: -1},
+        s.ITEM_TRENDING_VIEW: {s.CLICKS_5M: 1, s.CLICKS_1H: 2**35, s.WINDOW_END_TS: old_ms},
+    }
+    key: int | str = (f"it-expired-{uuid.uuid4().hex[:8]}" if view == s.SESSION_FEATURES_VIEW
+                      else 10**12 + uuid.uuid4().int % 10**9)  # a fresh, never-materialized item
+    return Row(key, values[view], old)
+
+
+def _expected(view: str, values: dict[str, object]) -> dict[str, object]:
+    """What a reader gets back for written values (float lists come back as float32)."""
+    out = {}
+    for feature, kind in s.VIEWS[view].features.items():
+        value = values.get(feature)
+        out[feature] = (np.asarray(value, dtype=np.float32).tolist() if kind == s.FLOAT_LIST and value is not None
+                        else value)
+    return out
+
+
+@pytest.mark.parametrize("view", list(s.VIEWS))
+def test_rows_older_than_ttl_are_returned_like_feast(live_settings, feast_store, view):
+    """Every view type (int64 lists, float lists, int64): an expired row reads as Feast reads it."""
+    from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
     now = _now()
-    if view == s.SESSION_FEATURES_VIEW:
-        row, join_key = _expired_session(f"it-{uuid.uuid4().hex[:8]}", now), s.SESSION_KEY
-    else:
-        old_ms = int((now - s.DAY_S - 3600) * 1000)
-        row = Row(10**12 + 99, {s.CLICKS_5M: 1, s.CLICKS_1H: 1, s.WINDOW_END_TS: old_ms}, old_ms / 1000)
-        join_key = s.ITEM_KEY
+    row = _expired_row(view, now)
+    join_key = s.VIEWS[view].join_key
+    assert now - row.event_ts > s.VIEWS[view].ttl_s
     write_rows(live_settings, view, [row])
     features = tuple(s.VIEWS[view].features)
+
     ours = ours_rows(live_settings, view, [row.key])
     feast = feast_rows(feast_store, view, join_key, [row.key], features)
     assert_same(ours, feast, [row.key], f"{view} row older than its TTL")
 
+    # Feast does not filter it: the written values, status PRESENT, the row's old event time
+    assert _typed_rows(feast) == _typed_rows([_expected(view, row.values)])
+    response = feast_store.get_online_features(features=[f"{view}:{f}" for f in features],
+                                               entity_rows=[{join_key: row.key}])
+    names = list(response.proto.metadata.feature_names.val)
+    for feature in features:
+        vector = response.proto.results[names.index(feature)]
+        assert vector.statuses[0] == FieldStatus.PRESENT, f"{feature}: {FieldStatus.Name(vector.statuses[0])}"
+        assert vector.event_timestamps[0].seconds == int(row.event_ts)
 
-# --- 3. the reverse: rows written by Feast's SDK, read by streamrec ----------------------------
+
+@pytest.mark.parametrize("view", list(s.VIEWS))
+def test_rows_expired_by_redis_read_as_missing_like_feast(live_settings, feast_store, view):
+    """A key past its Redis EXPIRE (how streaming session rows age out) is missing for both readers."""
+    row = _expired_row(view, _now())
+    row = Row(row.key, row.values, _now())
+    write_rows(live_settings, view, [row], expire_s=1)
+    client = redis.Redis.from_url(live_settings.redis_url)
+    try:
+        key = codec.entity_key(s.VIEWS[view], row.key)
+        assert client.exists(key)
+        wait_deadline = time.monotonic() + 5
+        while client.exists(key) and time.monotonic() < wait_deadline:
+            time.sleep(0.05)
+        assert not client.exists(key), "Redis did not expire the key"
+    finally:
+        client.close()
+    features = tuple(s.VIEWS[view].features)
+    ours = ours_rows(live_settings, view, [row.key])
+    feast = feast_rows(feast_store, view, s.VIEWS[view].join_key, [row.key], features)
+    assert_same(ours, feast, [row.key], f"{view} row expired by Redis")
+    assert ours == [{f: None for f in features}]
+
+
+def test_recommender_request_matches_feast(live_settings, feast_store, item_ids):
+    """The read of one /recommend request (session + embeddings, one round trip) against one SDK
+    call for both views, for fresh, expired and missing sessions and present and missing items."""
+    now = _now()
+    tag = f"it-req-{uuid.uuid4().hex[:8]}"
+    fresh = Row(f"{tag}-fresh", {s.RECENT_ITEMS: item_ids[:5], s.CLICK_COUNT: 5,
+                                 s.LAST_EVENT_TS: int(now * 1000)}, now)
+    expired = _expired_row(s.SESSION_FEATURES_VIEW, now)
+    write_rows(live_settings, s.SESSION_FEATURES_VIEW, [fresh, expired], expire_s=live_settings.session_ttl_s)
+
+    for session_id in (fresh.key, expired.key, f"{tag}-missing"):
+        response = feast_store.get_online_features(
+            features=[f"{s.SESSION_FEATURES_VIEW}:{f}" for f in s.SESSION_FEATURES]
+            + [f"{s.ITEM_EMBEDDINGS_VIEW}:{s.EMBEDDING}"],
+            entity_rows=[{s.SESSION_KEY: session_id, s.ITEM_KEY: item} for item in item_ids],
+        ).to_dict()
+
+        async def read():
+            store = OnlineStore.from_url(live_settings.redis_url)
+            try:
+                return await store.read_many([
+                    ReadRequest(s.SESSION_FEATURES_VIEW, [session_id], s.SESSION_FEATURES),
+                    ReadRequest(s.ITEM_EMBEDDINGS_VIEW, item_ids, (s.EMBEDDING,)),
+                ])
+            finally:
+                await store.close()
+
+        (session,), embeddings = asyncio.run(read())
+        for feature in s.SESSION_FEATURES:
+            ours = None if session is None else session[feature]
+            assert all(_typed(v) == _typed(ours) for v in response[feature]), (session_id, feature)
+        for i, item in enumerate(item_ids):
+            ours = None if embeddings[i] is None else embeddings[i][s.EMBEDDING]
+            assert _typed(ours) == _typed(response[s.EMBEDDING][i]), (session_id, item)
+        assert (session is None) == session_id.endswith("-missing")
+    assert any(e is None for e in embeddings) and sum(e is not None for e in embeddings) >= 40
+
+
+# --- 4. the reverse: rows written by Feast's SDK, read by streamrec ----------------------------
 
 def test_feast_written_sessions_read_identically(live_settings, feast_store):
     tag = f"it-feast-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,393 @@
+"""`streamrec bench features`: one request's online feature read, streamrec's path versus Feast's.
+
+A request reads what `Recommender` reads from the online store: the session's streaming features
+and the embeddings of up to `--items` items. The same keys are read three ways, one request at a
+time and interleaved, so the three paths see the same Redis, cache and machine noise:
+
+- **project**: `OnlineStore.read_many` — both views in one Redis pipeline, decoded by
+  `streamrec.feast_codec` (what the API does);
+- **feast_sdk**: `FeatureStore.get_online_features(...).to_dict()` — one call with both views
+  (entity rows carry `session_id` and `item_id`; Feast dedups the session), Feast's best case;
+- **feast_server**: `feast serve` started here on a free loopback port, `POST /get-online-features`
+  with the same entities through an async httpx client, JSON decoded.
+
+The keys exercise present, missing and expired values: ~10% of item ids are not in the catalogue,
+~10% of session ids were never written, ~5% of sessions are older than the view's TTL. Every
+request's decoded values are compared across the three paths (`mismatches` counts requests where
+any path differs). Sessions written by the benchmark are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from bench.cli import bench_app
+from bench.report import console, emit_json, latency_summary, print_table
+from feature_repo import schema as s
+from streamrec.settings import Settings, get_settings
+
+PATHS = ("project", "feast_sdk", "feast_server")
+SESSION_FEATURE_REFS = tuple(f"{s.SESSION_FEATURES_VIEW}:{f}" for f in s.SESSION_FEATURES)
+EMBEDDING_REF = f"{s.ITEM_EMBEDDINGS_VIEW}:{s.EMBEDDING}"
+FIRST_UNKNOWN_ITEM = 10**15  # item ids from here on are never in a catalogue
+
+
+class BenchSetupError(RuntimeError):
+    """The stack is not ready for the benchmark; the message says which command to run."""
+
+
+@dataclass(frozen=True)
+class FeatureBenchOptions:
+    requests: int = 2000
+    items: int = 50
+    warmup: int = 100
+    sessions: int = 1000
+    missing_item_fraction: float = 0.1
+    missing_session_fraction: float = 0.1
+    expired_session_fraction: float = 0.05
+    server: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    session_id: str
+    items: list[int]
+
+
+# --- what each path returns, reduced to one comparable shape ----------------------------------
+# (session feature values in SESSION_FEATURES order, one float32 byte string or None per item)
+
+Canonical = tuple[tuple[object, ...], tuple[bytes | None, ...]]
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(int(v) for v in value)
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _vector(value: object) -> bytes | None:
+    return None if value is None else np.asarray(value, dtype="<f4").tobytes()
+
+
+def canonical_project(rows: list[list[dict[str, object] | None]]) -> Canonical:
+    session_rows, embedding_rows = rows
+    session = session_rows[0] or {}
+    return (tuple(_plain(session.get(f)) for f in s.SESSION_FEATURES),
+            tuple(_vector(row[s.EMBEDDING]) if row else None for row in embedding_rows))
+
+
+def canonical_columns(columns: dict[str, list[Any]]) -> Canonical:
+    """From column lists (the SDK's to_dict(), or the server's JSON results by feature name)."""
+    return (tuple(_plain(columns[f][0]) for f in s.SESSION_FEATURES),
+            tuple(_vector(v) for v in columns[s.EMBEDDING]))
+
+
+def server_columns(body: dict[str, Any]) -> dict[str, list[Any]]:
+    names = body["metadata"]["feature_names"]
+    return {name: result["values"] for name, result in zip(names, body["results"])}
+
+
+# --- the stack ----------------------------------------------------------------------------------
+
+def _catalogue(settings: Settings) -> list[int]:
+    import pandas as pd
+
+    path = settings.batch_dir / s.ITEM_EMBEDDINGS_FILE
+    if not path.exists():
+        raise BenchSetupError(
+            f"no trained model under {settings.data_dir} ({path.name} missing): run "
+            "`streamrec up && streamrec train` (train also runs feast apply + materialize)")
+    ids = pd.read_parquet(path, columns=[s.ITEM_KEY])[s.ITEM_KEY].unique()
+    return sorted(int(i) for i in ids)
+
+
+def _feature_store(settings: Settings):
+    """Feast's SDK on this deployment's registry and Redis (feature_store.yaml reads the env)."""
+    if not (settings.data_dir / "registry.db").exists():
+        raise BenchSetupError(f"no Feast registry under {settings.data_dir}: run "
+                              "`streamrec feast apply && streamrec feast materialize`")
+    os.environ.update(settings.feast_env())
+    from feast import FeatureStore
+
+    store = FeatureStore(repo_path=str(settings.feature_repo))
+    known = {view.name for view in store.list_feature_views()}
+    needed = {s.SESSION_FEATURES_VIEW, s.ITEM_EMBEDDINGS_VIEW}
+    if not needed <= known:
+        raise BenchSetupError(f"feature views {sorted(needed - known)} are not registered: run "
+                              "`streamrec feast apply && streamrec feast materialize`")
+    return store
+
+
+async def _check_materialized(store, catalogue: list[int]) -> None:
+    sample = catalogue[:: max(1, len(catalogue) // 200)]
+    rows = await store.read(s.ITEM_EMBEDDINGS_VIEW, sample, (s.EMBEDDING,))
+    if not any(row and row[s.EMBEDDING] is not None for row in rows):
+        raise BenchSetupError("no item embeddings in the online store: run `streamrec feast materialize`")
+
+
+def _every(fraction: float, n: int) -> bool:
+    """True for an exact `fraction` of n = 0, 1, 2, ... spread evenly (so short runs get their share)."""
+    return int((n + 1) * fraction) > int(n * fraction)
+
+
+def _plan(settings: Settings, catalogue: list[int], options: FeatureBenchOptions, tag: str):
+    """Session rows to write, and the requests (warm-up first) to read."""
+    from streamrec.online_store import Row
+
+    rng = random.Random(options.seed)
+    now = time.time()
+    ttl_s = s.VIEWS[s.SESSION_FEATURES_VIEW].ttl_s
+    rows, expired = [], []
+    for i in range(options.sessions):
+        is_expired = _every(options.expired_session_fraction, i)
+        event_ts = now - ttl_s - 3600 if is_expired else now - rng.uniform(0, 600)
+        recent = rng.sample(catalogue, k=min(len(catalogue), rng.randint(1, settings.recent_items)))
+        rows.append(Row(f"{tag}-{i}", {s.RECENT_ITEMS: recent, s.CLICK_COUNT: len(recent) + rng.randint(0, 5),
+                                       s.LAST_EVENT_TS: int(event_ts * 1000)}, event_ts))
+        if is_expired:
+            expired.append(rows[-1].key)
+    expired_set = set(expired)
+    fresh = [row.key for row in rows if row.key not in expired_set] or expired
+    requests, item_counter = [], 0
+    for number in range(options.warmup + options.requests):
+        n = number - options.warmup if number >= options.warmup else number  # each phase gets the mix
+        if _every(options.missing_session_fraction, n):
+            session = f"{tag}-unknown-{number}"
+        elif expired and _every(options.expired_session_fraction / (1 - options.missing_session_fraction), n):
+            session = rng.choice(expired)
+        else:
+            session = rng.choice(fresh)
+        unknown = sum(_every(options.missing_item_fraction, item_counter + j) for j in range(options.items))
+        item_counter += options.items
+        items = rng.sample(catalogue, k=min(len(catalogue), options.items - unknown))
+        items += [FIRST_UNKNOWN_ITEM + rng.randrange(10**9) for _ in range(unknown)]
+        rng.shuffle(items)
+        requests.append(FeatureRequest(session, items))
+    return rows, requests, expired_set
+
+
+class FeastServer:
+    """`feast -c feature_repo serve` on a free loopback port, as a child of this process."""
+
+    def __init__(self, settings: Settings, max_requests: int) -> None:
+        from streamrec.infra.kafka import free_port
+
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = settings.run_dir / "bench_feast_serve.log"
+        executable = Path(sys.executable).with_name("feast")
+        self.argv = [str(executable) if executable.exists() else (shutil.which("feast") or "feast"),
+                     "-c", str(settings.feature_repo), "serve", "-h", "127.0.0.1", "-p", str(self.port),
+                     # a production-like server: no per-request access log, and no gunicorn worker
+                     # recycling mid-run (the default restarts the worker every ~1,000 requests)
+                     "--no-access-log", "--max-requests", str(max_requests)]
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        import httpx
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it until stop()
+        self.process = subprocess.Popen(self.argv, env={**os.environ, **self.settings.feast_env()},
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchSetupError(f"`feast serve` exited with code {self.process.returncode}; "
+                                      f"its log: {self.log_path}\n{self._log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise BenchSetupError(f"`feast serve` did not answer within {timeout_s:.0f}s; log: {self.log_path}")
+
+    def stop(self) -> None:
+        """SIGTERM to the server's own process group (gunicorn master and its worker), then SIGKILL."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        pgid = os.getpgid(self.process.pid)
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+# --- the measurement ----------------------------------------------------------------------------
+
+async def _measure(settings: Settings, options: FeatureBenchOptions, feast_store, catalogue: list[int]):
+    import httpx
+    import redis.asyncio as aioredis
+
+    from streamrec.online_store import OnlineStore, ReadRequest
+
+    tag = f"bench-features-{uuid.uuid4().hex[:8]}"
+    session_rows, requests, expired_ids = _plan(settings, catalogue, options, tag)
+    store = OnlineStore.from_url(settings.redis_url)
+    server = FeastServer(settings, max_requests=0) if options.server else None
+    http = httpx.AsyncClient(timeout=30.0) if server else None
+    timings: dict[str, list[float]] = {path: [] for path in PATHS}
+    mismatches = {"feast_sdk": 0, "feast_server": 0}
+    first_mismatch: str | None = None
+    counts = {"missing_sessions": 0, "expired_sessions": 0, "missing_items": 0, "present_items": 0}
+    try:
+        await _check_materialized(store, catalogue)
+        await store.write(s.SESSION_FEATURES_VIEW, session_rows, expire_s=settings.session_ttl_s)
+        if server:
+            server.start()
+
+        # each path returns what its caller would use (decoded values); only that part is timed
+        async def project(request: FeatureRequest):
+            return await store.read_many([
+                ReadRequest(s.SESSION_FEATURES_VIEW, [request.session_id], s.SESSION_FEATURES),
+                ReadRequest(s.ITEM_EMBEDDINGS_VIEW, request.items, (s.EMBEDDING,)),
+            ])
+
+        async def sdk(request: FeatureRequest):
+            return feast_store.get_online_features(
+                features=[*SESSION_FEATURE_REFS, EMBEDDING_REF],
+                entity_rows=[{s.SESSION_KEY: request.session_id, s.ITEM_KEY: item} for item in request.items],
+            ).to_dict()
+
+        async def feast_server(request: FeatureRequest):
+            response = await http.post(f"{server.url}/get-online-features", json={  # type: ignore[union-attr]
+                "features": [*SESSION_FEATURE_REFS, EMBEDDING_REF],
+                "entities": {s.SESSION_KEY: [request.session_id] * len(request.items), s.ITEM_KEY: request.items},
+            })
+            response.raise_for_status()
+            return response.json()
+
+        readers = {"project": project, "feast_sdk": sdk, "feast_server": feast_server}
+        canonical = {"project": canonical_project, "feast_sdk": canonical_columns,
+                     "feast_server": lambda body: canonical_columns(server_columns(body))}
+        paths = [path for path in PATHS if path != "feast_server" or server]
+        for number, request in enumerate(requests):
+            measured = number >= options.warmup
+            results: dict[str, Canonical] = {}
+            shift = number % len(paths)  # rotate the order, so no path always runs first
+            for path in paths[shift:] + paths[:shift]:
+                start = time.perf_counter()
+                raw_result = await readers[path](request)
+                elapsed = time.perf_counter() - start
+                if measured:
+                    timings[path].append(elapsed)
+                results[path] = canonical[path](raw_result)
+            if not measured:
+                continue
+            for path in mismatches:
+                if path in results and results[path] != results["project"]:
+                    mismatches[path] += 1
+                    first_mismatch = first_mismatch or f"{path} differs on session {request.session_id!r}"
+            session, embeddings = results["project"]
+            counts["missing_sessions"] += all(v is None for v in session)
+            counts["expired_sessions"] += request.session_id in expired_ids
+            counts["missing_items"] += sum(v is None for v in embeddings)
+            counts["present_items"] += sum(v is not None for v in embeddings)
+    finally:
+        if http:
+            await http.aclose()
+        if server:
+            server.stop()
+        raw = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            keys = [store.key(s.SESSION_FEATURES_VIEW, row.key) for row in session_rows]
+            for start_at in range(0, len(keys), 1000):
+                await raw.delete(*keys[start_at:start_at + 1000])
+        finally:
+            await raw.aclose()
+            await store.close()
+    return timings, mismatches, first_mismatch, counts
+
+
+def run_features_bench(settings: Settings, options: FeatureBenchOptions) -> dict[str, object]:
+    """The figures of one run (latencies in ms, speedups of p50 and p99, mismatch counts)."""
+    from streamrec.infra.redis_server import answers
+
+    if not answers(settings.redis_url):
+        raise BenchSetupError(f"no Redis answers at {settings.redis_url}: run `streamrec up` "
+                              "(then `streamrec train` if no model is trained yet)")
+    catalogue = _catalogue(settings)
+    feast_store = _feature_store(settings)
+    timings, mismatches, first_mismatch, counts = asyncio.run(_measure(settings, options, feast_store, catalogue))
+
+    result: dict[str, object] = {"requests": options.requests, "items_per_request": options.items}
+    for path in PATHS:
+        summary = latency_summary(timings[path]) if timings[path] else {}
+        for key, value in summary.items():  # p50_ms → <path>_ms_p50
+            result[f"{path}_ms_{key.removesuffix('_ms')}"] = value
+        if not summary:
+            result.update({f"{path}_ms_{q}": None for q in ("p50", "p95", "p99", "max")})
+    for baseline, name in (("feast_sdk", "sdk"), ("feast_server", "server")):
+        for q in ("p50", "p99"):
+            ours, theirs = result[f"project_ms_{q}"], result[f"{baseline}_ms_{q}"]
+            suffix = "" if q == "p50" else "_p99"
+            result[f"speedup_vs_{name}{suffix}"] = (round(theirs / ours, 2) if ours and theirs else None)  # type: ignore[operator]
+    result["mismatches"] = sum(mismatches.values())
+    result["mismatches_sdk"] = mismatches["feast_sdk"]
+    result["mismatches_server"] = mismatches["feast_server"] if options.server else None
+    result["first_mismatch"] = first_mismatch
+    result.update(counts)
+    return result
+
+
+@bench_app.command("features")
+def features(
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the figures.")] = False,
+    requests: Annotated[int, typer.Option(min=1, help="Measured requests (each read by all three paths).")] = 2000,
+    items: Annotated[int, typer.Option(min=1, max=500, help="Item embeddings read per request.")] = 50,
+    warmup: Annotated[int, typer.Option(min=0, help="Unmeasured requests first, per path.")] = 100,
+    sessions: Annotated[int, typer.Option(min=1, help="Synthetic sessions written before reading.")] = 1000,
+    server: Annotated[bool, typer.Option(help="Also measure `feast serve` over HTTP.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the request mix.")] = 0,
+) -> None:
+    """Online feature read of one request (session features + item embeddings): streamrec vs Feast SDK vs `feast serve`."""
+    options = FeatureBenchOptions(requests=requests, items=items, warmup=warmup, sessions=sessions,
+                                  server=server, seed=seed)
+    try:
+        result = run_features_bench(get_settings(), options)
+    except BenchSetupError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from None
+    print_table(f"online feature read: 1 session + {items} item embeddings, {requests} requests", [
+        {"path": path,
+         **{q: result[f"{path}_ms_{q}"] for q in ("p50", "p95", "p99", "max")},
+         "× project (p50)": (round(result[f"{path}_ms_p50"] / result["project_ms_p50"], 2)  # type: ignore[operator]
+                             if result[f"{path}_ms_p50"] else None)}
+        for path in PATHS
+    ])
+    console.print(f"mismatches: {result['mismatches']} (sdk {result['mismatches_sdk']}, server "
+                  f"{result['mismatches_server']}); values compared: {result['present_items']} present and "
+                  f"{result['missing_items']} missing item embeddings, {result['missing_sessions']} missing and "
+                  f"{result['expired_sessions']} expired sessions")
+    if result["first_mismatch"]:
+        console.print(f"[red]first mismatch:[/red] {result['first_mismatch']}")
+    if as_json:
+        emit_json(result)  # the issue's keys at the top level: project_ms_p50, feast_sdk_ms_p50, ...
