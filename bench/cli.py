@@ -13,3 +13,5 @@ bench_app = typer.Typer(
 
 # Each benchmark module registers its command on `bench_app` when imported (one line each):
 # --- benchmark modules ---
+from bench import features  # noqa: E402,F401
+from bench import retrieval  # noqa: E402,F401

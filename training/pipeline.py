@@ -85,7 +85,8 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     index, index_info = build_index(result.embeddings, item_ids, target_recall=knobs.get("target_recall", 0.95),
                                     k=knobs.get("index_k", 100))
     t = lap("index", t)
-    artifacts.meta["index"] = {key: index_info.get(key) for key in ("type", "recall_at_k", "ef_search", "k")}
+    artifacts.meta["index"] = {key: index_info.get(key)
+                               for key in ("type", "recall_at_k", "ef_search", "nlist", "nprobe", "k")}
     artifacts.meta["timings_s"] = timings
     artifacts.save()
     save_index(index, index_info, artifacts.path)

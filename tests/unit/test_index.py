@@ -48,6 +48,23 @@ def test_save_load_round_trip_keeps_ef_and_results(hnsw, tmp_path: Path) -> None
     assert np.array_equal(index.search(q, 10)[1], loaded.search(q, 10)[1])
 
 
+def test_large_catalogue_is_ivf_with_measured_nprobe_that_survives_save_load(tmp_path: Path) -> None:
+    x = _unit(30_000, 64, seed=4)
+    ids = np.arange(30_000, dtype=np.int64) * 5 + 1
+    index, info = build_index(x, ids, target_recall=0.95, k=100, ivf_min_items=25_000)
+    assert info["type"] == "ivf" and info["recall_at_k"] >= 0.95 and 1 <= info["nprobe"] <= info["nlist"]
+    save_index(index, info, tmp_path)
+    loaded, loaded_info = load_index(tmp_path)
+    assert loaded_info == info and faiss.extract_index_ivf(loaded).nprobe == info["nprobe"]
+    queries = recall_queries(x, 300, seed=99)  # not the queries used for tuning
+    exact = faiss.IndexFlatIP(64)
+    exact.add(x)
+    _, truth_rows = exact.search(queries, 100)
+    _, found = loaded.search(queries, 100)
+    recall = np.mean([len(np.intersect1d(f, ids[t])) / 100 for f, t in zip(found, truth_rows)])
+    assert recall >= 0.94
+
+
 def test_small_catalogue_is_exact_and_search_drops_padding() -> None:
     x = _unit(50, 16, seed=1)
     ids = np.arange(50, dtype=np.int64) + 1000
