@@ -42,7 +42,7 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     from training.popularity import item_popularity, recent_item_popularity
     from training.synthetic import generate_sessions
 
-    console = Console(quiet=not progress)
+    console = Console(quiet=not progress, stderr=True)  # stdout stays free for --json
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
