@@ -15,3 +15,4 @@ bench_app = typer.Typer(
 # --- benchmark modules ---
 from bench import features  # noqa: E402,F401
 from bench import retrieval  # noqa: E402,F401
+from bench import serve  # noqa: E402,F401

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaProducer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from streamrec.events import ClickEvent
@@ -100,7 +101,7 @@ def replay(settings: Settings, options: ReplayOptions, on_sent: SentCallback | N
     first_ts = events[0].ts
     started = time.time()
     progress = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        disable=not options.progress, transient=True)
+                        disable=not options.progress, transient=True, console=Console(stderr=True))
     with progress:
         task = progress.add_task("replay", total=len(events))
         for i, event in enumerate(events):

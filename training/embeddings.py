@@ -141,6 +141,7 @@ def train_embeddings(data: Interactions, *, candidates: Sequence[tuple[str, int]
                      k: int = 20, max_cases: int = 5000, decay: float = 0.7, seed: int = 0,
                      progress: bool = True) -> EmbeddingResult:
     """Pick the best (algorithm, factors) by validation HR@k, then retrain it on all of `data`."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     train, valid = split_by_time(data)
@@ -149,7 +150,7 @@ def train_embeddings(data: Interactions, *, candidates: Sequence[tuple[str, int]
     report: dict[str, Any] = {"k": k, "valid_sessions": valid.n_sessions, "valid_cases": len(targets),
                               "popularity_hr": popularity_hit_rate(train, prefixes, targets, k), "candidates": []}
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar:
+    with Progress(*columns, disable=not progress, transient=False, console=Console(stderr=True)) as bar:
         for algorithm, factors in candidates:
             task = bar.add_task(f"{algorithm} f={factors} (valid)", total=ITERATIONS[algorithm])
             started = time.perf_counter()

@@ -25,12 +25,14 @@ def feast_argv(settings: Settings, args: list[str]) -> list[str]:
     return [executable, "-c", str(settings.feature_repo), *args]
 
 
-def feast_command(settings: Settings, args: list[str], *, check: bool = False) -> int:
+def feast_command(settings: Settings, args: list[str], *, check: bool = False, to_stderr: bool = False) -> int:
+    """Run the Feast CLI with the settings' environment; `to_stderr` when called as a step of a
+    command whose stdout is reserved (e.g. a --json line)."""
     argv = feast_argv(settings, args or ["--help"])
     env = {**os.environ, **settings.feast_env()}
     print("$ " + " ".join(f"{k}={v}" for k, v in settings.feast_env().items()) + " "
           + shlex.join(["feast", *argv[1:]]), file=sys.stderr, flush=True)
-    completed = subprocess.run(argv, env=env, check=False)
+    completed = subprocess.run(argv, env=env, check=False, stdout=sys.stderr if to_stderr else None)
     if check and completed.returncode != 0:
         raise RuntimeError(f"feast {' '.join(args)} failed with exit code {completed.returncode}")
     return completed.returncode
@@ -38,5 +40,5 @@ def feast_command(settings: Settings, args: list[str], *, check: bool = False) -
 
 def apply_and_materialize(settings: Settings) -> None:
     """Register the repo's definitions and load the batch features into the online store."""
-    feast_command(settings, ["apply"], check=True)
-    feast_command(settings, ["materialize"], check=True)
+    feast_command(settings, ["apply"], check=True, to_stderr=True)
+    feast_command(settings, ["materialize"], check=True, to_stderr=True)

@@ -141,7 +141,7 @@ def feast_streaming_features(settings, data: Interactions):
     from training.feast_ops import feast_command
 
     backfill_item_trending(settings.batch_dir, data)
-    feast_command(settings, ["apply"], check=True)
+    feast_command(settings, ["apply"], check=True, to_stderr=True)
 
     def read(item_ids: np.ndarray, times_s: np.ndarray) -> dict[str, np.ndarray]:
         entity_df = pd.DataFrame({s.ITEM_KEY: np.asarray(item_ids, dtype=np.int64),

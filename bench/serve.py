@@ -1,0 +1,662 @@
+"""`streamrec bench serve`: `POST /recommend` under load — closed loop at fixed concurrency, open loop at a fixed rate.
+
+What runs, in one process and against one server:
+
+- **the server** — `streamrec serve` started here (127.0.0.1, a free port, the environment of
+  `Settings`, the current model version), stopped at the end, also on errors and Ctrl-C; or an
+  already running one with `--url`.
+- **request bodies** — a few thousand realistic sessions, all in the model's catalogue: test-prefixes
+  of the dataset the model was trained on (its path is in the model meta `dataset`; SR-GNN folders
+  have `test_pairs.tsv.gz`), else random prefixes of that dataset's sessions, else walks over the
+  catalogue (start by popularity, continue to a co-visited item with probability 0.8). `k` = 20,
+  `exclude_seen` true, session ids never seen before (the online store has no streaming features
+  for them, so every request takes the full path: session read, embeddings, FAISS + session-kNN +
+  co-visitation candidates, trending read, ranker).
+- **closed loop** — `wrk -t1 -cN -d{duration}s` per concurrency level N: N connections, each sends
+  its next request as soon as the previous answer arrives. One wrk thread, because this is a
+  2-core machine and the server (one uvicorn process, one event loop) needs the other core; the
+  figures are loopback figures with the client on the same machine. A Lua script rotates through
+  the bodies, counts non-2xx, degraded and fallback answers, and prints p50/p95/p99/max as one JSON
+  line from its `done()` hook (wrk's own `--latency` text has no p95).
+- **open loop** — wrk cannot offer a fixed rate, so an asyncio client (aiohttp, uvloop) sends
+  `--rate` requests per second at exact intervals, whatever the server's speed, and measures each
+  latency from the *scheduled* send time, so a stall is charged to every request it delays (no
+  coordinated omission).
+- **reference** — the same server's cheapest path at the same concurrency levels and rate: an empty
+  session with a never-seen id (one online-store read, then the in-memory popular list; no
+  retrieval, no ranking). Its figures are what HTTP, FastAPI and the client cost; the
+  recommend / reference ratios of p50, p99 and requests/s say what the pipeline adds.
+- **response check** — before the load, a sequential sample of the bodies is sent and parsed: the
+  stage must not be a fallback for non-empty sessions and `degraded` must be false; the mean
+  server-side step timings (`timings_ms`) of that sample are reported. Under load every response is
+  checked the same way (byte patterns in the Lua hook / the async client) and counted.
+
+A few seconds of warm-up (wrk, concurrency 8, not measured) precede the measurements. The JSON last
+line has `levels` and `reference_levels` (concurrency, rps, p50/p95/p99/max_ms, errors, non_2xx,
+degraded, fallback), `ratios`, `rate`, `catalogue_items`, `model_version`, `scorer`, and the issue's
+targets with where we stand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import typer
+
+from bench.cli import bench_app
+from bench.report import console, emit_json, latency_summary, print_table
+from streamrec.settings import Settings, get_settings
+
+WRK = "wrk"
+RECOMMEND_PATH = "/recommend"
+DEGRADED_MARK = b'"degraded":true'
+FALLBACK_MARK = b'"stage":"fallback_'
+TABLE_WIDTH = 130
+MAX_BODY_ITEMS = 50  # longer sessions are cut to their latest items (the server's default limit)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The issue's targets for `/recommend` with the full ranker (for later optimisation)."""
+
+    p99_ms_at_32: float = 15.0
+    rps_at_32: float = 500.0
+    p50_ms_at_1: float = 5.0
+
+
+@dataclass(frozen=True)
+class ServeBenchOptions:
+    duration_s: float = 10.0
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    rate: float = 250.0  # offered requests/s of the open-loop run; 0 = skip it
+    url: str | None = None  # None: start `streamrec serve` here
+    warmup_s: float = 3.0
+    bodies: int = 4000
+    k: int = 20
+    sample: int = 200  # sequential requests parsed before the load
+    timeout_s: float = 2.0
+    seed: int = 0
+
+
+class BenchSetupError(RuntimeError):
+    """The benchmark cannot run; the message says what to do."""
+
+
+# --- request bodies ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sessions:
+    """Item sequences for request bodies and where they came from."""
+
+    items: list[list[int]]
+    source: str
+
+
+def _in_catalogue(sequences: Iterator[list[int]], known: set[int], limit: int) -> Iterator[list[int]]:
+    for sequence in sequences:
+        kept = [item for item in sequence if item in known][-limit:]
+        if kept:
+            yield kept
+
+
+def _srgnn_test_prefixes(path: Path) -> Iterator[list[int]]:
+    import gzip
+
+    with gzip.open(path, "rt") as lines:
+        next(lines, None)  # header: prefix<TAB>label
+        for line in lines:
+            prefix = line.split("\t", 1)[0].split()
+            if prefix:
+                yield [int(item) for item in prefix]
+
+
+def _dataset_prefixes(path: Path, rng: np.random.Generator) -> Iterator[list[int]]:
+    """A random-length prefix of each session of the dataset (its training split)."""
+    from training.datasets import load_dataset
+
+    data = load_dataset(path)
+    starts = data.session_starts()
+    ends = np.append(starts[1:], len(data))
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        length = int(rng.integers(1, end - start + 1))
+        yield data.item_ids[start:start + length].tolist()
+
+
+def _catalogue_walks(model, rng: np.random.Generator, mean_length: float = 4.0,
+                     max_length: int = 10, stay: float = 0.8) -> Iterator[list[int]]:
+    """Sessions over the catalogue: start by popularity, go on to a co-visited item (by score) with
+    probability `stay`, else to another popular item; geometric lengths."""
+    popularity = np.asarray(model.item_popularity, dtype=np.float64) + 1.0
+    popularity /= popularity.sum()
+    while True:
+        length = min(max_length, int(rng.geometric(1.0 / mean_length)))
+        row = int(rng.choice(len(popularity), p=popularity))
+        walk = [int(model.item_ids[row])]
+        while len(walk) < length:
+            neighbours, scores = model.covisit.row(row)
+            if len(neighbours) and rng.random() < stay:
+                weights = np.asarray(scores, dtype=np.float64)
+                weights = weights / weights.sum() if weights.sum() > 0 else None
+                item = int(neighbours[rng.choice(len(neighbours), p=weights)])
+                next_row = model.row_of(item)
+                if next_row is None:
+                    break
+                row = next_row
+            else:
+                row = int(rng.choice(len(popularity), p=popularity))
+            walk.append(int(model.item_ids[row]))
+        yield walk
+
+
+def sample_sessions(model, count: int, seed: int = 0, max_items: int = MAX_BODY_ITEMS) -> Sessions:
+    """`count` sessions of catalogue items: dataset test prefixes, dataset prefixes, or catalogue walks."""
+    rng = np.random.default_rng(seed)
+    known = {int(item) for item in model.item_ids.tolist()}
+    dataset = str(model.meta.get("dataset") or "synthetic")
+    path = Path(dataset)
+    pools: list[tuple[str, Any]] = []
+    if dataset != "synthetic" and path.exists():
+        for test_file in (path / "test_pairs.tsv.gz", path / "test_pairs.tsv"):
+            if path.is_dir() and test_file.exists():
+                pools.append((f"test prefixes of {path.name}", lambda f=test_file: _srgnn_test_prefixes(f)))
+        pools.append((f"session prefixes of {path.name}", lambda: _dataset_prefixes(path, rng)))
+    for source, make in pools:
+        try:
+            candidates = list(_in_catalogue(make(), known, max_items))
+        except (OSError, ValueError) as exc:
+            console.print(f"[yellow]sessions from {source} unavailable ({exc}); trying the next source[/]")
+            continue
+        if len(candidates) >= min(count, 100):
+            chosen = rng.choice(len(candidates), size=count, replace=len(candidates) < count)
+            return Sessions([candidates[i] for i in chosen.tolist()], source)
+    walks = _catalogue_walks(model, rng)
+    return Sessions([next(walks)[-max_items:] for _ in range(count)], "catalogue walks (popularity + co-visitation)")
+
+
+def request_bodies(sessions: Sessions, k: int, tag: str) -> tuple[list[str], list[str]]:
+    """(recommend bodies, reference bodies): the sessions, and empty never-seen sessions, as JSON."""
+    recommend = [json.dumps({"session_id": f"bench-{tag}-{i}", "k": k, "session_items": items,
+                             "exclude_seen": True}, separators=(",", ":"))
+                 for i, items in enumerate(sessions.items)]
+    reference = [json.dumps({"session_id": f"bench-ref-{tag}-{i}", "k": k, "session_items": [],
+                             "exclude_seen": True}, separators=(",", ":"))
+                 for i in range(len(sessions.items))]
+    return recommend, reference
+
+
+# --- closed loop: wrk --------------------------------------------------------------------------
+
+WRK_SCRIPT = r"""
+-- streamrec bench serve: POST pre-built bodies in rotation (one per line of args[1]) to args[2];
+-- count non-2xx, degraded and fallback answers; done() prints one JSON line.
+local bodies = {}
+local position = 0
+responses = 0
+non_2xx = 0
+degraded = 0
+fallback = 0
+reasons = {}
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local headers = { ["Content-Type"] = "application/json" }
+  for line in io.lines(args[1]) do
+    if #line > 0 then
+      bodies[#bodies + 1] = wrk.format("POST", args[2], headers, line)
+    end
+  end
+  position = math.random(#bodies) - 1
+end
+
+function request()
+  position = position % #bodies + 1
+  return bodies[position]
+end
+
+function response(status, headers, body)
+  responses = responses + 1
+  if status < 200 or status > 299 then
+    non_2xx = non_2xx + 1
+  else
+    if string.find(body, '"degraded":true', 1, true) then
+      degraded = degraded + 1
+      local reason = string.match(body, '"degraded_reasons":%["([^:"]*)') or "unknown"
+      reasons[reason] = (reasons[reason] or 0) + 1
+    end
+    if string.find(body, '"stage":"fallback_', 1, true) then fallback = fallback + 1 end
+  end
+end
+
+function done(summary, latency, requests)
+  local counts = { responses = 0, non_2xx = 0, degraded = 0, fallback = 0 }
+  for _, thread in ipairs(threads) do
+    for name, _ in pairs(counts) do
+      counts[name] = counts[name] + (thread:get(name) or 0)
+    end
+  end
+  local merged = {}
+  for _, thread in ipairs(threads) do
+    for reason, n in pairs(thread:get("reasons") or {}) do
+      merged[reason] = (merged[reason] or 0) + n
+    end
+  end
+  local parts = {}
+  for reason, n in pairs(merged) do
+    parts[#parts + 1] = string.format('"%s":%d', string.gsub(reason, '[^%w _%-]', '_'), n)
+  end
+  local e = summary.errors
+  io.write(string.format(
+    '{"streamrec_wrk":1,"requests":%d,"duration_us":%d,"bytes":%d,' ..
+    '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
+    '"responses":%d,"non_2xx":%d,"degraded":%d,"fallback":%d,' ..
+    '"p50_us":%.1f,"p95_us":%.1f,"p99_us":%.1f,"max_us":%.1f,"mean_us":%.1f,' ..
+    '"degraded_reasons":{%s}}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    counts.responses, counts.non_2xx, counts.degraded, counts.fallback,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max, latency.mean,
+    table.concat(parts, ",")))
+end
+"""
+
+
+def parse_wrk_output(stdout: str) -> dict[str, float]:
+    """The JSON line of the Lua `done()` hook, as the figures of one level."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith('{"streamrec_wrk"')), None)
+    if line is None:
+        raise BenchSetupError(f"wrk printed no result line; its output was:\n{stdout[-2000:]}")
+    raw = json.loads(line)
+    duration_s = raw["duration_us"] / 1e6
+    socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    return {
+        "requests": int(raw["requests"]),
+        "rps": round(raw["requests"] / duration_s, 1) if duration_s > 0 else 0.0,
+        "p50_ms": round(raw["p50_us"] / 1000, 3), "p95_ms": round(raw["p95_us"] / 1000, 3),
+        "p99_ms": round(raw["p99_us"] / 1000, 3), "max_ms": round(raw["max_us"] / 1000, 3),
+        "mean_ms": round(raw["mean_us"] / 1000, 3),
+        "errors": int(socket_errors + raw["non_2xx"]), "non_2xx": int(raw["non_2xx"]),
+        "timeouts": int(raw["timeout"]), "degraded": int(raw["degraded"]), "fallback": int(raw["fallback"]),
+        "degraded_reasons": raw.get("degraded_reasons", {}),
+    }
+
+
+def run_wrk(url: str, script: Path, bodies_file: Path, concurrency: int, duration_s: float,
+            timeout_s: float) -> dict[str, float]:
+    """One closed-loop level: `wrk -t1 -c{concurrency}` for `duration_s`."""
+    argv = [WRK, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", f"--timeout={timeout_s:g}s",
+            "-s", str(script), url, "--", str(bodies_file), RECOMMEND_PATH]
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + timeout_s + 60)  # noqa: S603
+    if completed.returncode != 0:
+        raise BenchSetupError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()[-2000:]}")
+    return {"concurrency": concurrency, **parse_wrk_output(completed.stdout)}
+
+
+# --- open loop: fixed offered rate -------------------------------------------------------------
+
+async def _open_loop(url: str, bodies: Sequence[bytes], rate: float, duration_s: float, timeout_s: float,
+                     max_connections: int = 256) -> dict[str, float]:
+    import aiohttp
+
+    total = max(1, int(rate * duration_s))
+    latencies: list[float] = []
+    counts = {"errors": 0, "non_2xx": 0, "timeouts": 0, "degraded": 0, "fallback": 0}
+    send_lag: list[float] = []
+    reasons: dict[str, int] = {}
+    headers = {"Content-Type": "application/json"}
+    clock = time.perf_counter  # uvloop's loop.time() ticks in whole milliseconds
+    connector = aiohttp.TCPConnector(limit=max_connections)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as client:
+        async def one(body: bytes, scheduled: float) -> None:
+            try:
+                async with client.post(url + RECOMMEND_PATH, data=body, headers=headers) as answer:
+                    payload = await answer.read()
+                    status = answer.status
+            except asyncio.TimeoutError:
+                counts["timeouts"] += 1
+                counts["errors"] += 1
+                return
+            except aiohttp.ClientError:
+                counts["errors"] += 1
+                return
+            latencies.append(clock() - scheduled)
+            if not 200 <= status < 300:
+                counts["non_2xx"] += 1
+                counts["errors"] += 1
+                return
+            if DEGRADED_MARK in payload:
+                counts["degraded"] += 1
+                for reason in json.loads(payload).get("degraded_reasons", []):
+                    reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
+            counts["fallback"] += FALLBACK_MARK in payload
+
+        start = clock() + 0.05
+        tasks = []
+        for i in range(total):
+            scheduled = start + i / rate
+            delay = scheduled - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            send_lag.append(max(0.0, clock() - scheduled))
+            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)], scheduled)))
+        await asyncio.gather(*tasks)
+        elapsed = clock() - start
+    ok = len(latencies) - counts["non_2xx"]
+    return {"offered": rate, "achieved": round(ok / elapsed, 1) if elapsed > 0 else 0.0, "requests": total,
+            **latency_summary(latencies), **counts, "degraded_reasons": reasons,
+            "send_lag_p99_ms": round(float(np.percentile(send_lag, 99)) * 1000, 3) if send_lag else 0.0}
+
+
+def run_open_loop(url: str, bodies: Sequence[str], rate: float, duration_s: float, timeout_s: float) -> dict:
+    """`rate` requests/s for `duration_s` at exact intervals; latency from each scheduled send time."""
+    encoded = [body.encode() for body in bodies]
+    coroutine = _open_loop(url, encoded, rate, duration_s, timeout_s)
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coroutine)
+    except ImportError:
+        return asyncio.run(coroutine)
+
+
+# --- the server --------------------------------------------------------------------------------
+
+def _health(url: str) -> dict | None:
+    import httpx
+
+    try:
+        answer = httpx.get(f"{url}/health", timeout=2.0)
+    except httpx.HTTPError:
+        return None
+    try:
+        return {"status_code": answer.status_code, **answer.json()}
+    except ValueError:
+        return {"status_code": answer.status_code}
+
+
+@contextmanager
+def running_server(settings: Settings, url: str | None, timeout_s: float = 180.0) -> Iterator[tuple[str, int | None]]:
+    """(base url, pid or None): the given server, or `streamrec serve` started here and stopped on exit."""
+    if url is not None:
+        if _health(url.rstrip("/")) is None:
+            raise BenchSetupError(f"nothing answers GET {url}/health; start the API (`streamrec serve`) or "
+                                  "leave out --url to let the benchmark start one")
+        yield url.rstrip("/"), None
+        return
+    from streamrec.infra import process
+    from streamrec.infra.kafka import free_port
+
+    port = free_port()
+    name = f"bench-api-{port}"
+    env = {**settings.to_env(), "STREAMREC_API_HOST": "127.0.0.1", "STREAMREC_API_PORT": str(port)}
+    base = f"http://127.0.0.1:{port}"
+    pid = process.start_detached(name, [sys.executable, "-m", "streamrec.cli", "serve", "--host", "127.0.0.1",
+                                        "--port", str(port)], settings, env=env)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        def answering() -> bool:
+            if process.is_running(name, settings) is None:
+                raise BenchSetupError(f"`streamrec serve` exited during start-up:\n{process.log_tail(name, settings)}")
+            return _health(base) is not None
+
+        try:
+            process.wait_until(answering, timeout_s, f"`streamrec serve` on {base} to answer /health", 0.25)
+        except TimeoutError as exc:
+            raise BenchSetupError(f"{exc}\n{process.log_tail(name, settings)}") from exc
+        yield base, pid
+    finally:
+        process.stop(name, settings, timeout_s=15.0)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _served_model(health: dict | None, model) -> dict[str, Any]:
+    """Catalogue size, model version and scorer as the server reports them (the local model's otherwise)."""
+    detail = ((health or {}).get("model") or {}).get("detail", "")
+    items = re.search(r"(\d+) items", detail)
+    scorer = re.search(r"scorer (\S+)", detail)
+    from serving.scoring import RANKER_FILE
+
+    local_scorer = "lightgbm-lambdarank" if (model.path / RANKER_FILE).exists() else "blend"
+    return {"catalogue_items": int(items.group(1)) if items else len(model.item_ids),
+            "model_version": (health or {}).get("model_version") or model.version,
+            "scorer": scorer.group(1) if scorer else local_scorer}
+
+
+# --- response check ----------------------------------------------------------------------------
+
+def check_responses(url: str, bodies: Sequence[str], reference_bodies: Sequence[str], k: int) -> dict[str, Any]:
+    """Sequential sample, parsed: stages, degraded answers, short lists and mean server step timings."""
+    import httpx
+
+    stages: dict[str, int] = {}
+    counts = {"requests": 0, "errors": 0, "degraded": 0, "fallback": 0, "short": 0}
+    reasons: dict[str, int] = {}
+    timings: dict[str, list[float]] = {}
+    reference_stages: dict[str, int] = {}
+    with httpx.Client(base_url=url, timeout=5.0) as client:
+        for body in bodies:
+            counts["requests"] += 1
+            answer = client.post(RECOMMEND_PATH, content=body, headers={"Content-Type": "application/json"})
+            if answer.status_code != 200:
+                counts["errors"] += 1
+                continue
+            payload = answer.json()
+            stages[payload["stage"]] = stages.get(payload["stage"], 0) + 1
+            counts["fallback"] += payload["stage"].startswith("fallback_")
+            counts["degraded"] += bool(payload["degraded"])
+            counts["short"] += len(payload["items"]) < k
+            for reason in payload.get("degraded_reasons", []):
+                reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
+            for step, ms in payload["timings_ms"].items():
+                timings.setdefault(step, []).append(ms)
+        for body in reference_bodies:
+            answer = client.post(RECOMMEND_PATH, content=body, headers={"Content-Type": "application/json"})
+            stage = answer.json().get("stage", f"http {answer.status_code}") if answer.status_code == 200 \
+                else f"http {answer.status_code}"
+            reference_stages[stage] = reference_stages.get(stage, 0) + 1
+    return {**counts, "stages": stages, "degraded_reasons": reasons, "reference_stages": reference_stages,
+            "server_timings_mean_ms": {step: round(float(np.mean(v)), 3) for step, v in timings.items()},
+            "server_timings_p50_ms": {step: round(float(np.median(v)), 3) for step, v in timings.items()}}
+
+
+# --- the benchmark -----------------------------------------------------------------------------
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return round(numerator / denominator, 2) if denominator and math.isfinite(denominator) else float("nan")
+
+
+def where_we_stand(levels: list[dict], errors: int, targets: Targets = Targets()) -> dict[str, Any]:
+    """The issue's targets next to the measured figures (None where a level was not measured)."""
+    by_concurrency = {level["concurrency"]: level for level in levels}
+    at_32, at_1 = by_concurrency.get(32), by_concurrency.get(1)
+    rows = {
+        "p99_ms_at_32": (targets.p99_ms_at_32, at_32 and at_32["p99_ms"], lambda v, t: v <= t),
+        "rps_at_32": (targets.rps_at_32, at_32 and at_32["rps"], lambda v, t: v >= t),
+        "p50_ms_at_1": (targets.p50_ms_at_1, at_1 and at_1["p50_ms"], lambda v, t: v <= t),
+        "errors": (0, errors, lambda v, t: v <= t),
+    }
+    return {name: {"target": target, "measured": value, "met": None if value is None else bool(check(value, target))}
+            for name, (target, value, check) in rows.items()}
+
+
+def run_serve_bench(settings: Settings, options: ServeBenchOptions) -> dict[str, Any]:
+    from streamrec.artifacts import load_current
+
+    if shutil.which(WRK) is None:
+        raise BenchSetupError("wrk is not installed: `sudo apt-get install wrk` (scripts/setup.sh does it)")
+    try:
+        model = load_current(settings.models_dir)
+    except FileNotFoundError as exc:
+        raise BenchSetupError(f"{exc} (data dir {settings.data_dir})") from exc
+    max_items = min(settings.max_session_items, MAX_BODY_ITEMS)
+    sessions = sample_sessions(model, options.bodies, seed=options.seed, max_items=max_items)
+    tag = uuid.uuid4().hex[:8]
+    bodies, reference_bodies = request_bodies(sessions, options.k, tag)
+    lengths = np.array([len(items) for items in sessions.items])
+    console.print(f"[bold]bodies[/] {len(bodies):,} sessions from {sessions.source}: "
+                  f"{lengths.mean():.1f} items on average (median {np.median(lengths):.0f}, max {lengths.max()})")
+    notes: list[str] = []
+
+    with tempfile.TemporaryDirectory(prefix="streamrec-bench-serve-") as folder, \
+            running_server(settings, options.url) as (url, pid):
+        work = Path(folder)
+        script = work / "bench.lua"
+        script.write_text(WRK_SCRIPT)
+        recommend_file, reference_file = work / "recommend.jsonl", work / "reference.jsonl"
+        recommend_file.write_text("\n".join(bodies) + "\n")
+        reference_file.write_text("\n".join(reference_bodies) + "\n")
+
+        health = _health(url)
+        served = _served_model(health, model)
+        if served["model_version"] != model.version:
+            notes.append(f"the server serves model {served['model_version']}, the bodies come from the local "
+                         f"model {model.version}; items unknown to the server take cheaper paths")
+        if health and health.get("status") != "ok":
+            notes.append(f"/health reports {health.get('status')}: {json.dumps(health)[:300]}")
+        console.print(f"[bold]server[/] {url} (pid {pid or 'external'}): model {served['model_version']}, "
+                      f"{served['catalogue_items']:,} items, scorer {served['scorer']}")
+
+        sample = check_responses(url, bodies[: options.sample], reference_bodies[: max(1, options.sample // 10)],
+                                 options.k)
+        if sample["fallback"] or sample["degraded"] or sample["errors"]:
+            notes.append(f"response check: {sample['fallback']} fallback, {sample['degraded']} degraded, "
+                         f"{sample['errors']} failed of {sample['requests']} sequential requests "
+                         f"(reasons {sample['degraded_reasons']})")
+
+        if options.warmup_s > 0:
+            console.print(f"warm-up: {options.warmup_s:g}s at concurrency 8 (not measured)")
+            run_wrk(url, script, recommend_file, 8, options.warmup_s, options.timeout_s)
+
+        levels: list[dict] = []
+        reference_levels: list[dict] = []
+        for concurrency in options.concurrency:
+            console.print(f"concurrency {concurrency}: recommend, then reference, {options.duration_s:g}s each")
+            levels.append(run_wrk(url, script, recommend_file, concurrency, options.duration_s, options.timeout_s))
+            reference_levels.append(run_wrk(url, script, reference_file, concurrency, options.duration_s,
+                                            options.timeout_s))
+
+        rate: dict[str, Any] | None = None
+        if options.rate > 0:
+            console.print(f"open loop: {options.rate:g} requests/s for {options.duration_s:g}s, then the reference")
+            rate = run_open_loop(url, bodies, options.rate, options.duration_s, options.timeout_s)
+            rate["reference"] = run_open_loop(url, reference_bodies, options.rate, options.duration_s,
+                                              options.timeout_s)
+
+    ratios = [{"concurrency": level["concurrency"],
+               "p50_ratio": _ratio(level["p50_ms"], reference["p50_ms"]),
+               "p99_ratio": _ratio(level["p99_ms"], reference["p99_ms"]),
+               "rps_ratio": _ratio(level["rps"], reference["rps"])}
+              for level, reference in zip(levels, reference_levels)]
+    total_errors = sum(level["errors"] for level in levels) + (rate["errors"] if rate else 0)
+    degraded_under_load = sum(level["degraded"] for level in levels) + (rate["degraded"] if rate else 0)
+    fallback_under_load = sum(level["fallback"] for level in levels) + (rate["fallback"] if rate else 0)
+    if degraded_under_load or fallback_under_load:
+        notes.append(f"under load: {degraded_under_load} degraded and {fallback_under_load} fallback answers "
+                     "to non-empty sessions (latency budget or online store; see degraded_reasons)")
+    return {
+        "benchmark": "serve",
+        "levels": levels,
+        "reference_levels": reference_levels,
+        "ratios": ratios,
+        "rate": rate,
+        **served,
+        "sessions": {"source": sessions.source, "bodies": len(bodies), "mean_items": round(float(lengths.mean()), 2),
+                     "k": options.k},
+        "response_check": sample,
+        "targets": where_we_stand(levels, total_errors),
+        "duration_s": options.duration_s,
+        "warmup_s": options.warmup_s,
+        "client": {"closed_loop": "wrk -t1 (one thread; the server needs the other core)",
+                   "open_loop": "aiohttp + uvloop, latency from the scheduled send time"},
+        "server": options.url or "started by the benchmark",
+        "notes": notes,
+    }
+
+
+def render(result: dict[str, Any]) -> None:
+    width = console.width
+    console.width = max(width, TABLE_WIDTH)  # pipes and logs default to 80 columns: too narrow to read
+    try:
+        _render(result)
+    finally:
+        console.width = width
+
+
+def _render(result: dict[str, Any]) -> None:
+    columns = ("concurrency", "rps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "non_2xx", "degraded",
+               "fallback")
+    rows = [{"path": "recommend", **{c: level[c] for c in columns}} for level in result["levels"]]
+    rows += [{"path": "reference", **{c: level[c] for c in columns}} for level in result["reference_levels"]]
+    print_table(f"POST /recommend, closed loop (wrk -t1), model {result['model_version']}, "
+                f"{result['catalogue_items']:,} items, scorer {result['scorer']}", rows)
+    print_table("recommend / reference (empty session → popular)", result["ratios"])
+    rate = result["rate"]
+    if rate:
+        keys = ("offered", "achieved", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "degraded", "fallback",
+                "send_lag_p99_ms")
+        print_table("open loop, fixed offered rate (latency from scheduled send)",
+                    [{"path": "recommend", **{key: rate[key] for key in keys}},
+                     {"path": "reference", **{key: rate["reference"][key] for key in keys}}])
+    check = result["response_check"]
+    if check["server_timings_mean_ms"]:
+        print_table("server step timings, sequential sample (mean ms)", [check["server_timings_mean_ms"]])
+    print_table("targets", [{"target": name, "goal": t["target"], "measured": t["measured"],
+                             "met": "n/a" if t["met"] is None else ("yes" if t["met"] else "NO")}
+                            for name, t in result["targets"].items()])
+    for note in result["notes"]:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+@bench_app.command("serve")
+def serve(
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the figures.")] = False,
+    duration: Annotated[float, typer.Option(min=1, help="Seconds per measured run.")] = 10.0,
+    concurrency: Annotated[str, typer.Option(help="Closed-loop connection counts, comma-separated.")] = "1,8,32",
+    rate: Annotated[float, typer.Option(min=0, help="Offered requests/s of the open-loop run; 0 skips it.")] = 250.0,
+    url: Annotated[Optional[str], typer.Option(help="A running API; default: start `streamrec serve` here.")] = None,
+    warmup: Annotated[float, typer.Option(min=0, help="Unmeasured seconds of load first.")] = 3.0,
+    bodies: Annotated[int, typer.Option(min=10, help="Distinct request bodies in rotation.")] = 4000,
+    sample: Annotated[int, typer.Option(min=0, help="Sequential requests parsed and checked first.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the session sample.")] = 0,
+) -> None:
+    """`POST /recommend` under load: wrk at fixed concurrency, an open loop at a fixed rate, against a reference."""
+    try:
+        levels = tuple(int(part) for part in concurrency.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--concurrency {concurrency!r}: expected integers like 1,8,32") from None
+    if not levels or min(levels) < 1:
+        raise typer.BadParameter("--concurrency needs at least one level, each ≥ 1")
+    options = ServeBenchOptions(duration_s=duration, concurrency=levels, rate=rate, url=url, warmup_s=warmup,
+                                bodies=bodies, sample=sample, seed=seed)
+    try:
+        result = run_serve_bench(get_settings(), options)
+    except BenchSetupError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    render(result)
+    if as_json:
+        emit_json(result)
