@@ -12,19 +12,19 @@ from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_recommender(request: Request) -> Recommender:
+async def get_recommender(request: Request) -> Recommender:
     return request.app.state.recommender
 
 
-def get_event_sink(request: Request) -> EventSink:
+async def get_event_sink(request: Request) -> EventSink:
     return request.app.state.event_sink
 
 
-def get_store(request: Request) -> OnlineStore:
+async def get_store(request: Request) -> OnlineStore:
     return request.app.state.store
 
 
