@@ -67,11 +67,15 @@ class StepCost:
 
 
 class CircuitBreaker:
-    """After a failure, skip the dependency for `open_s` instead of paying its timeout per request."""
+    """After `threshold` consecutive failures, skip the dependency for `open_s` instead of paying
+    its timeout per request. One slow reply on a busy machine is not an outage: a single failure
+    only degrades its own request."""
 
-    def __init__(self, open_s: float = 1.0) -> None:
+    def __init__(self, open_s: float = 1.0, threshold: int = 3) -> None:
         self.open_s = open_s
+        self.threshold = threshold
         self.open_until = 0.0
+        self.consecutive = 0
         self.last_error = ""
 
     @property
@@ -80,7 +84,10 @@ class CircuitBreaker:
 
     def failure(self, error: BaseException | str) -> None:
         self.last_error = str(error) or type(error).__name__
-        self.open_until = time.monotonic() + self.open_s
+        self.consecutive += 1
+        if self.consecutive >= self.threshold:
+            self.open_until = time.monotonic() + self.open_s
 
     def success(self) -> None:
+        self.consecutive = 0
         self.open_until = 0.0

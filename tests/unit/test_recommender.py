@@ -157,3 +157,18 @@ async def test_trending_history_replaces_the_online_read_at_the_requested_time(t
     assert spy.calls[0][0].tolist() == scored[0].item_ids.tolist()
     assert (scored[0].features["trending_5m"] == 3).all() and (scored[0].features["trending_1h"] == 7).all()
     assert store.calls == 1  # embeddings only: no online trending read
+
+
+def test_breaker_opens_only_after_consecutive_failures():
+    from serving.budget import CircuitBreaker
+
+    breaker = CircuitBreaker(open_s=60, threshold=3)
+    breaker.failure(TimeoutError("slow"))
+    breaker.failure(TimeoutError("slow"))
+    assert not breaker.is_open  # a slow reply or two is not an outage
+    breaker.success()
+    breaker.failure(ConnectionError("down"))
+    breaker.failure(ConnectionError("down"))
+    assert not breaker.is_open  # the success reset the count
+    breaker.failure(ConnectionError("down"))
+    assert breaker.is_open and breaker.last_error == "down"
