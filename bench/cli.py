@@ -16,3 +16,4 @@ bench_app = typer.Typer(
 from bench import features  # noqa: E402,F401
 from bench import retrieval  # noqa: E402,F401
 from bench import serve  # noqa: E402,F401
+from bench import stream  # noqa: E402,F401
