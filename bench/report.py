@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from rich.console import Console
@@ -35,6 +36,17 @@ def print_table(title: str, rows: Sequence[dict[str, object]]) -> None:
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
     console.print(table)
+
+
+@contextmanager
+def wide_console(width: int) -> Iterator[None]:
+    """Tables at least `width` columns wide: pipes and logs default to 80, too narrow to read."""
+    saved = console.width
+    console.width = max(saved, width)
+    try:
+        yield
+    finally:
+        console.width = saved
 
 
 def emit_json(result: dict[str, object]) -> None:

@@ -54,7 +54,7 @@ import numpy as np
 import typer
 
 from bench.cli import bench_app
-from bench.report import console, emit_json, latency_summary, print_table
+from bench.report import console, emit_json, latency_summary, print_table, wide_console
 from streamrec.settings import Settings, get_settings
 
 RECALL_K = 100  # the JSON key says recall_at_100
@@ -487,14 +487,10 @@ def _table_row(row: dict[str, Any]) -> dict[str, object]:
 def print_tables(result: dict[str, Any]) -> None:
     """One table per catalogue on stderr, with the legend of its columns."""
     rows = result["catalogues"]
-    width = console.width
-    console.width = max(width, TABLE_WIDTH)  # pipes and logs default to 80 columns: too narrow to read
-    try:
+    with wide_console(TABLE_WIDTH):
         for name in dict.fromkeys(row["catalogue"] for row in rows):
             mine = [row for row in rows if row["catalogue"] == name]
             print_table(f"{name}: {mine[0]['items']:,} items × {mine[0]['dim']}", [_table_row(row) for row in mine])
-    finally:
-        console.width = width
     targets = result["targets"]
     console.print(f"load average (1 min) {result['load_average_1m'][0]} → {result['load_average_1m'][1]} "
                   f"on {result['cpus']} CPUs")

@@ -60,7 +60,7 @@ import numpy as np
 import typer
 
 from bench.cli import bench_app
-from bench.report import console, emit_json, latency_summary, print_table
+from bench.report import console, emit_json, latency_summary, print_table, wide_console
 from streamrec.settings import Settings, get_settings
 
 WRK = "wrk"
@@ -598,12 +598,8 @@ def run_serve_bench(settings: Settings, options: ServeBenchOptions) -> dict[str,
 
 
 def render(result: dict[str, Any]) -> None:
-    width = console.width
-    console.width = max(width, TABLE_WIDTH)  # pipes and logs default to 80 columns: too narrow to read
-    try:
+    with wide_console(TABLE_WIDTH):
         _render(result)
-    finally:
-        console.width = width
 
 
 def _render(result: dict[str, Any]) -> None:

@@ -77,7 +77,7 @@ import numpy as np
 import typer
 
 from bench.cli import bench_app
-from bench.report import console, emit_json, latency_summary, print_table
+from bench.report import console, emit_json, latency_summary, print_table, wide_console
 from streamrec.settings import Settings, get_settings
 
 BENCH_ITEM_BASE = 10**15  # bench item ids: far above any catalogue's
@@ -992,12 +992,8 @@ def assemble(options: StreamBenchOptions, saturation: dict[str, Any], at_rate: d
 
 
 def render(result: dict[str, Any]) -> None:
-    width = console.width
-    console.width = max(width, TABLE_WIDTH)  # pipes and logs default to 80 columns: too narrow to read
-    try:
+    with wide_console(TABLE_WIDTH):
         _render(result)
-    finally:
-        console.width = width
 
 
 def _render(result: dict[str, Any]) -> None:
