@@ -284,7 +284,7 @@ def wait_ready(settings: Settings, pid: int) -> None:
     """Wait (bounded) until our broker answers; if it dies first, raise with the tail of its log."""
 
     def ready() -> bool:
-        if managed_pid(settings) != pid:
+        if process.exited(pid):
             raise KafkaSetupError(
                 f"Kafka exited during startup; last lines of {process.log_path(NAME, settings)}:\n"
                 + process.log_tail(NAME, settings)

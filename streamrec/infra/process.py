@@ -63,6 +63,20 @@ def _reap(pid: int) -> None:
         pass
 
 
+def exited(pid: int) -> bool:
+    """True once `pid`, a child this process started, has exited.
+
+    Startup checks use this rather than `is_running`: a server may rewrite its command line (redis
+    sets its process title by clearing and refilling argv), and a read of /proc in between would
+    look like a death that never happened.
+    """
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (or already reaped): fall back to /proc
+        return _proc_info(pid) is None
+    return done == pid
+
+
 def _proc_info(pid: int) -> tuple[float, str] | None:
     """(creation time as epoch seconds, command line) of a live, non-zombie process, else None."""
     _reap(pid)
@@ -119,7 +133,9 @@ def is_running(name: str, settings: Settings, expect: str | None = None) -> int 
         return None
     if created > written + _CLOCK_SLACK_S:
         return None  # pid was reused by a process started after our pid file
-    if expect is not None and expect not in cmdline:
+    # An empty command line is a process rewriting its title right now (redis does at startup):
+    # the creation-time check above already rules out a reused pid.
+    if expect is not None and cmdline and expect not in cmdline:
         return None
     return pid
 

@@ -76,7 +76,7 @@ def start(settings: Settings) -> int:
     pid = process.start_detached(NAME, argv, settings, cwd=workdir)
 
     def ready() -> bool:
-        if managed_pid(settings) != pid:
+        if process.exited(pid):
             raise RedisSetupError(
                 f"redis-server exited during startup; last lines of {process.log_path(NAME, settings)}:\n"
                 + process.log_tail(NAME, settings)

@@ -1,0 +1,54 @@
+"""Startup liveness of detached children: exact for our own children, /proc for others."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from streamrec.infra import process
+
+
+def test_a_running_child_has_not_exited_and_a_finished_one_has() -> None:
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # noqa: S603
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])  # noqa: S603
+    try:
+        deadline = time.monotonic() + 10
+        while not process.exited(dead.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process.exited(dead.pid)
+        assert process.exited(dead.pid), "a reaped child must stay exited"
+        assert not process.exited(alive.pid)
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_process_that_is_not_our_child_is_judged_by_proc() -> None:
+    assert not process.exited(os.getppid())
+
+
+def test_redis_is_ours_while_it_rewrites_its_title(tmp_path) -> None:
+    """redis-server clears and refills argv at startup; /proc then shows an empty command line."""
+    import shutil
+
+    import pytest
+
+    from streamrec.settings import Settings
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server not installed")
+    settings = Settings(data_dir=tmp_path)
+    from streamrec.infra.kafka import free_port
+
+    argv = [binary, "--port", str(free_port()), "--bind", "127.0.0.1", "--save", "", "--logfile", ""]
+    pid = process.start_detached("redis", argv, settings, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:  # a few thousand reads across the rewrite
+            assert not process.exited(pid)
+            assert process.is_running("redis", settings, expect="redis-server") == pid
+    finally:
+        assert process.stop("redis", settings, expect="redis-server")
