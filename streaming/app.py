@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 from collections.abc import Mapping
+from functools import lru_cache
 
 import faust
-from aiokafka.partitioner import murmur2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streaming import metrics
@@ -58,7 +59,7 @@ def create_app(settings: Settings) -> faust.App:
     sessions = _key_partitioned_table(app, SESSION_TABLE, settings.clicks_partitions)
     items = _key_partitioned_table(app, ITEM_TABLE, settings.clicks_partitions)
 
-    store = OnlineStore.from_url(settings.redis_url, timeout_s=5.0)
+    store = OnlineStore.from_url(settings.redis_url, timeout_s=settings.write_timeout_s)  # one timeout per batch
 
     async def send_dead_letter(message: bytes) -> None:
         await dead_letters.send(value=message)
@@ -135,8 +136,36 @@ def key_partition(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+@lru_cache(maxsize=1 << 16)
 def item_partition(item_id: int, partitions: int) -> int:
+    """Cached: items recur (every click is forwarded by its item, and item rows are keyed by it)."""
     return key_partition(str(item_id).encode(), partitions)
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (Java `Utils.murmur2`), the same value as `aiokafka.partitioner.murmur2`
+    at about half its cost: the 4-byte little-endian words are unpacked in one call."""
+    length = len(data)
+    m = 0x5BD1E995
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    words = length >> 2
+    for k in struct.unpack_from(f"<{words}I", data):
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = length & 3
+    if tail:
+        base = words * 4
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h ^= data[base]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
 
 
 def _key_partitioned_table(app: faust.App, name: str, partitions: int) -> KeyPartitionedTable:

@@ -129,6 +129,8 @@ async def write_until_done(store: OnlineStore, view: str, rows: list[Row], expir
     delay = 0.05
     while True:
         try:
+            # The store bounds the whole batch by its timeout and drops a connection left mid-reply,
+            # so the retry starts on a clean one.
             await store.write(view, rows, expire_s=expire_s)
             return
         except (RedisError, OSError) as exc:

@@ -36,6 +36,11 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+# Item ids recur in every row that lists them (a session's recent items are encoded again on each of
+# its clicks), so their varints are cached; timestamps and counts, nearly all distinct, are not.
+_list_element_varint = lru_cache(maxsize=1 << 16)(_varint)
+
+
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
@@ -97,7 +102,7 @@ def encode_value(kind: str, value: object) -> bytes:
     if kind == s.INT64:
         return _tag(_INT64_VAL, 0) + _varint(int(value))  # type: ignore[call-overload]
     if kind == s.INT64_LIST:
-        packed = b"".join(_varint(int(v)) for v in value)  # type: ignore[attr-defined]
+        packed = b"".join([_list_element_varint(int(v)) for v in value])  # type: ignore[attr-defined]
         inner = _length_delimited(1, packed) if packed else b""
         return _length_delimited(_INT64_LIST_VAL, inner)
     if kind == s.FLOAT_LIST:

@@ -34,6 +34,11 @@ class ReadRequest:
     features: tuple[str, ...] | None = None
 
 
+def _bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
 @lru_cache(maxsize=64)
 def _hmget_parts(fields: tuple[bytes, ...]) -> tuple[bytes, bytes]:
     """RESP of `HMGET <key> <fields...>` split around the key, so a read packs a command in 3 joins."""
@@ -45,16 +50,16 @@ def _hmget_parts(fields: tuple[bytes, ...]) -> tuple[bytes, bytes]:
 class OnlineStore:
     """Feast's Redis layout through redis.asyncio; cheap to share across requests.
 
-    Writes use a redis-py pipeline. Reads send their HMGETs packed by hand in one write on a pooled
-    connection and read the replies straight back (one round trip, like a pipeline, without
-    redis-py's per-command bookkeeping: ~4x less client time for a 51-key request).
+    Reads and writes send their commands packed by hand in one write on a pooled connection and
+    read the replies straight back (one round trip, like a pipeline, without redis-py's
+    per-command bookkeeping: ~4x less client time for a 51-key read).
     """
 
     def __init__(self, client: aioredis.Redis, project: str = s.PROJECT, *,
-                 read_pool: aioredis.ConnectionPool | None = None, timeout_s: float = 1.0) -> None:
+                 pool: aioredis.ConnectionPool | None = None, timeout_s: float = 1.0) -> None:
         self.client = client
         self.project = project
-        self.read_pool = read_pool or client.connection_pool
+        self.pool = pool or client.connection_pool
         self.timeout_s = timeout_s
 
     @classmethod
@@ -66,29 +71,36 @@ class OnlineStore:
             max_connections=max_connections,
             health_check_interval=0,
         )
-        # reads: no per-reply socket timeout (one timeout covers the whole read instead)
-        read_pool = aioredis.BlockingConnectionPool.from_url(
+        # reads and writes: no per-reply socket timeout (one timeout covers the whole round trip instead)
+        pool = aioredis.BlockingConnectionPool.from_url(
             url, socket_timeout=None, socket_connect_timeout=timeout_s, max_connections=max_connections,
             timeout=timeout_s, health_check_interval=0,
         )
-        return cls(client, read_pool=read_pool, timeout_s=timeout_s)
+        return cls(client, pool=pool, timeout_s=timeout_s)
 
     def key(self, view: str, value: int | str) -> bytes:
         return codec.entity_key(s.VIEWS[view], value, self.project)
 
     async def write(self, view: str, rows: Iterable[Row], *, expire_s: int | None = None) -> int:
-        """Overwrite rows of one view in a single pipeline; returns how many were written."""
+        """Overwrite rows of one view in one round trip (HSET, then EXPIRE when given, per row).
+
+        The commands are packed by hand like reads: redis-py's pipeline spent more client time
+        packing and bookkeeping than the worker spent on everything else of a row.
+        """
         spec = s.VIEWS[view]
+        expire = _bulk(b"%d" % expire_s) if expire_s else b""
+        chunks: list[bytes] = []
         count = 0
-        async with self.client.pipeline(transaction=False) as pipe:
-            for row in rows:
-                key = codec.entity_key(spec, row.key, self.project)
-                pipe.hset(key, mapping=codec.encode_row(spec, row.values, row.event_ts))
-                if expire_s:
-                    pipe.expire(key, expire_s)
-                count += 1
-            if count:
-                await pipe.execute()
+        for row in rows:
+            key = _bulk(codec.entity_key(spec, row.key, self.project))
+            fields = codec.encode_row(spec, row.values, row.event_ts)
+            chunks += (b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(fields)), key)
+            for field, value in fields.items():
+                chunks += (_bulk(field), _bulk(value))
+            if expire:
+                chunks += (b"*3\r\n$6\r\nEXPIRE\r\n", key, expire)
+            count += 1
+        await self._send_and_read(b"".join(chunks), count * (2 if expire else 1))
         return count
 
     async def read_many(self, requests: Sequence[ReadRequest]) -> list[list[dict[str, object] | None]]:
@@ -110,10 +122,11 @@ class OnlineStore:
         return out
 
     async def _send_and_read(self, packed: bytes, count: int) -> list:
-        """Write packed commands on one pooled connection, read `count` raw replies."""
+        """Write packed commands on one pooled connection, read `count` raw replies; one timeout
+        (`timeout_s`) bounds the whole exchange."""
         if not count:
             return []
-        connection = await self.read_pool.get_connection()
+        connection = await self.pool.get_connection()
         try:
             async with asyncio.timeout(self.timeout_s):
                 await connection.send_packed_command(packed, check_health=False)
@@ -121,10 +134,10 @@ class OnlineStore:
         except BaseException as exc:
             await connection.disconnect()  # replies may be half read: never reuse this connection
             if isinstance(exc, asyncio.TimeoutError):
-                raise RedisTimeoutError(f"online-store read took over {self.timeout_s}s") from exc
+                raise RedisTimeoutError(f"online-store round trip took over {self.timeout_s}s") from exc
             raise
         finally:
-            await self.read_pool.release(connection)
+            await self.pool.release(connection)
         for reply in replies:
             if isinstance(reply, Exception):  # e.g. WRONGTYPE: a key that is not a Feast hash
                 raise reply
@@ -141,5 +154,5 @@ class OnlineStore:
 
     async def close(self) -> None:
         await self.client.aclose()
-        if self.read_pool is not self.client.connection_pool:
-            await self.read_pool.disconnect()
+        if self.pool is not self.client.connection_pool:
+            await self.pool.disconnect()

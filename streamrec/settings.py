@@ -55,7 +55,10 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(6066, description="Port of the Faust worker's web/metrics server.")
     recent_items: int = Field(20, ge=1, le=200, description="Recent items kept per session.")
     flush_max_events: int = Field(2000, ge=1, description="Events per online-store write batch.")
-    flush_interval_ms: int = Field(20, ge=1, description="Max wait before a partial batch is written.")
+    flush_interval_ms: int = Field(
+        50, ge=1, description="Max wait before a partial batch is written: adds up to this much to freshness, "
+        "and larger batches spread the per-batch cost (commit, round trips) over more events.")
+    write_timeout_s: float = Field(5.0, gt=0, description="Bound of one batch's online-store write; then it is retried.")
     max_event_bytes: int = Field(4096, ge=256, description="Events larger than this are dead-lettered.")
     max_future_skew_s: int = Field(3600, ge=0, description="Events further in the future are dead-lettered.")
     session_ttl_s: int = Field(86400, ge=60, description="How long streaming session features stay valid.")
