@@ -61,7 +61,11 @@ class CandidateGenerators:
         self.log_recent_popularity = np.log1p(np.asarray(model.item_recent_popularity, dtype=np.float32))
 
     def rows(self, item_ids: np.ndarray) -> np.ndarray:
-        return np.fromiter((self.model.row_of(int(i)) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        """Model rows of candidate ids (every generator proposes catalogue items only)."""
+        rows = self.model.rows_of(item_ids)
+        if len(rows) and rows.min() < 0:
+            raise KeyError(f"candidates outside the catalogue: {np.asarray(item_ids)[rows < 0][:5].tolist()}")
+        return rows
 
     def for_session(self, items: list[int], decay: float) -> CandidateSet | None:
         """Candidates for `items` with the session embedding from the model's own vectors (offline

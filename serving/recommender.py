@@ -18,11 +18,12 @@ from typing import Protocol
 
 import numpy as np
 
-from candidates.features import CandidateGenerators, session_embedding
+from candidates.features import STREAMING_FEATURES, CandidateGenerators, session_embedding
 from candidates.index import CandidateIndex
 from candidates.session_knn import SessionKNN
 from feature_repo import schema as s
 from serving.budget import Budget, CircuitBreaker, StepCost, StepTimings
+from serving.feature_cache import TTLCache
 from serving.scoring import Scorer, top_k
 from streamrec.artifacts import ModelArtifacts
 from streamrec.online_store import OnlineStore, ReadRequest
@@ -85,6 +86,7 @@ class Recommender:
                                               ann_k=settings.candidates_k)
         self.fallbacks = self.generators.fallbacks
         self.scorer = scorer or Scorer.load(model.path)
+        self.trending_cache = TTLCache(settings.item_feature_cache_ms / 1000)
         self.redis_breaker = CircuitBreaker(open_s=1.0)
         self.retrieval_cost = StepCost(initial_s=0.002)
         self.reserve_ms = min(5.0, settings.latency_budget_ms * 0.2)
@@ -136,11 +138,22 @@ class Recommender:
     async def _trending(self, budget: Budget, item_ids: np.ndarray, at_ms: float | None,
                         reasons: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
         """Windowed click counts of the candidates: the stream's, or the history's at `at_ms`."""
+        if not self.scorer.uses & set(STREAMING_FEATURES):
+            return None  # this version's ranker was trained without them: no read
         if self.trending_history is not None:
             return self.trending_history.counts(item_ids, time.time() * 1000 if at_ms is None else at_ms)
-        rows = await self._read(budget, [ReadRequest(s.ITEM_TRENDING_VIEW, item_ids.tolist(), TRENDING_FEATURES)],
-                                "trending features", reasons)
-        return trending_clicks(rows[0], now_ms=time.time() * 1000) if rows else None
+        keys = item_ids.tolist()
+        rows, missing = self.trending_cache.lookup(keys)
+        if missing:
+            fetched = await self._read(
+                budget, [ReadRequest(s.ITEM_TRENDING_VIEW, [keys[i] for i in missing], TRENDING_FEATURES)],
+                "trending features", reasons)
+            if fetched is None:
+                return None
+            for position, row in zip(missing, fetched[0]):
+                rows[position] = row
+            self.trending_cache.store([keys[i] for i in missing], fetched[0])
+        return trending_clicks(rows, now_ms=time.time() * 1000)
 
     async def warm_up(self) -> None:
         """One full request before serving, so the first user does not pay for lazy set-up."""

@@ -44,6 +44,13 @@ class Scorer:
         self.weights = weights
 
     @property
+    def uses(self) -> frozenset[str]:
+        """Candidate features this scorer reads: the request path skips fetching the others."""
+        if self.booster is not None:
+            return frozenset(self.feature_names)
+        return frozenset({"session_knn", "similarity", "covisitation", "popularity", "trending_1h"})
+
+    @property
     def kind(self) -> str:
         return "lightgbm-lambdarank" if self.booster is not None else "blend"
 

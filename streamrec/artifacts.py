@@ -58,9 +58,19 @@ class ModelArtifacts:
         if self.item_recent_popularity is None:
             self.item_recent_popularity = np.zeros(len(self.item_ids), dtype=np.int64)
         self._row_of: dict[int, int] = {int(i): r for r, i in enumerate(self.item_ids.tolist())}
+        self._id_order = np.argsort(self.item_ids, kind="stable")
+        self._sorted_ids = np.asarray(self.item_ids, dtype=np.int64)[self._id_order]
 
     def row_of(self, item_id: int) -> int | None:
         return self._row_of.get(int(item_id))
+
+    def rows_of(self, item_ids: np.ndarray) -> np.ndarray:
+        """Rows of many items at once (-1 for items not in the catalogue): a request's ~200 candidates
+        in one vectorised lookup instead of a Python loop."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        where = np.minimum(np.searchsorted(self._sorted_ids, ids), max(len(self._sorted_ids) - 1, 0))
+        found = self._sorted_ids[where] == ids if len(self._sorted_ids) else np.zeros(len(ids), bool)
+        return np.where(found, self._id_order[where], -1).astype(np.int64)
 
     @property
     def dim(self) -> int:

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     max_session_items: int = Field(50, ge=1, le=500, description="Largest session accepted/used.")
     candidates_k: int = Field(100, ge=10, le=2000, description="FAISS candidates per request.")
     recency_decay: float = Field(0.7, gt=0, le=1, description="Weight ratio between consecutive items.")
+    item_feature_cache_ms: int = Field(
+        1000, ge=0, description="How long the API reuses an item's streaming (trending) features it read; 0 = never. "
+        "Session features are always read fresh.")
     api_key: str | None = Field(None, description="If set, required in X-API-Key for write endpoints.")
 
     @field_validator("data_dir", "feature_repo")

@@ -172,3 +172,88 @@ def test_breaker_opens_only_after_consecutive_failures():
     assert not breaker.is_open  # the success reset the count
     breaker.failure(ConnectionError("down"))
     assert breaker.is_open and breaker.last_error == "down"
+
+
+class ViewCountingStore(FakeStore):
+    """FakeStore that also answers trending rows and counts the keys read per view."""
+
+    def __init__(self, model: ModelArtifacts) -> None:
+        super().__init__(model)
+        self.keys_read: dict[str, int] = {}
+
+    async def read_many(self, requests):
+        for request in requests:
+            self.keys_read[request.view] = self.keys_read.get(request.view, 0) + len(request.keys)
+        out = await super().read_many(requests)
+        now_ms = time.time() * 1000
+        for request, rows in zip(requests, out):
+            if request.view == s.ITEM_TRENDING_VIEW:
+                rows[:] = [{s.CLICKS_5M: 3, s.CLICKS_1H: 9, s.WINDOW_END_TS: now_ms} for _ in request.keys]
+        return out
+
+
+class TrendingScorer:
+    """Scores by the last hour's clicks, so the test sees whether trending reached the scorer."""
+
+    uses = frozenset({"trending_1h"})
+
+    def score(self, candidates):
+        return candidates.features["trending_1h"]
+
+
+async def test_trending_is_not_read_when_the_scorer_does_not_use_it(tmp_path):
+    model = tiny_model(tmp_path)
+    store = ViewCountingStore(model)
+    rec = recommender(model, store)
+    rec.scorer.booster = None  # the blend uses trending_1h; a ranker without it must not read it
+    rec.scorer.feature_names = ()
+    assert "trending_1h" in rec.scorer.uses
+    await rec.recommend("s", 10, [1000, 1001])
+    assert store.keys_read.get(s.ITEM_TRENDING_VIEW, 0) > 0
+
+    class BatchOnly:
+        uses = frozenset({"session_knn", "similarity"})
+
+        def score(self, candidates):
+            return candidates.features["similarity"]
+
+    store.keys_read.clear()
+    rec.scorer = BatchOnly()
+    result = await rec.recommend("s", 10, [1000, 1001])
+    assert s.ITEM_TRENDING_VIEW not in store.keys_read and result.items and not result.degraded_reasons
+
+
+async def test_trending_rows_are_reused_within_the_cache_ttl_only(tmp_path):
+    model = tiny_model(tmp_path)
+    store = ViewCountingStore(model)
+    rec = Recommender(Settings(item_feature_cache_ms=200), store, model,
+                      CandidateIndex(*build_index(model.item_embeddings, model.item_ids)), "v1:flat",
+                      scorer=TrendingScorer())
+    first = await rec.recommend("s", 10, [1000, 1001])
+    read_once = store.keys_read[s.ITEM_TRENDING_VIEW]
+    again = await rec.recommend("s", 10, [1000, 1001])
+    assert store.keys_read[s.ITEM_TRENDING_VIEW] == read_once  # every candidate served from the cache
+    assert again.items == first.items and first.items[0][1] == 9.0  # the cached rows reach the scorer
+    time.sleep(0.25)
+    await rec.recommend("s", 10, [1000, 1001])
+    assert store.keys_read[s.ITEM_TRENDING_VIEW] == 2 * read_once  # expired: read again
+
+
+async def test_no_cache_reads_trending_on_every_request(tmp_path):
+    model = tiny_model(tmp_path)
+    store = ViewCountingStore(model)
+    rec = Recommender(Settings(item_feature_cache_ms=0), store, model,
+                      CandidateIndex(*build_index(model.item_embeddings, model.item_ids)), "v1:flat",
+                      scorer=TrendingScorer())
+    await rec.recommend("s", 10, [1000, 1001])
+    await rec.recommend("s", 10, [1000, 1001])
+    assert store.keys_read[s.ITEM_TRENDING_VIEW] > 0
+    assert store.keys_read[s.ITEM_TRENDING_VIEW] % 2 == 0 and rec.trending_cache.hits == 0
+
+
+def test_rows_of_matches_row_of_and_marks_unknown_items(tmp_path):
+    model = tiny_model(tmp_path)
+    ids = np.array([1005, 999, 1000, 1299, 5000, 1005], dtype=np.int64)
+    expected = [model.row_of(int(i)) if model.row_of(int(i)) is not None else -1 for i in ids]
+    assert model.rows_of(ids).tolist() == expected
+    assert model.rows_of(np.zeros(0, np.int64)).tolist() == []
