@@ -12,6 +12,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from feature_repo import schema as s
+from serving.schemas import Recommendation
 from streamrec.infra import process
 from streamrec.settings import Settings
 from tests.conftest import read_session, wait_for
@@ -39,6 +40,7 @@ def items_by_category(settings: Settings) -> dict[int, list[int]]:
 def recommend(api: str, session_id: str, **body) -> dict:
     response = httpx.post(f"{api}/recommend", json={"session_id": session_id, "k": 20, **body}, timeout=5)
     assert response.status_code == 200, response.text
+    Recommendation.model_validate(response.json())  # the route builds its JSON by hand: hold it to the schema
     return response.json()
 
 
