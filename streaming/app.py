@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import struct
+from collections import defaultdict
 from collections.abc import Mapping
 from functools import lru_cache
 
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> faust.App:
     sessions = _key_partitioned_table(app, SESSION_TABLE, settings.clicks_partitions)
     items = _key_partitioned_table(app, ITEM_TABLE, settings.clicks_partitions)
 
+    _never_drop_redeliveries(app, {settings.clicks_topic, by_item_topic(settings)})
     store = OnlineStore.from_url(settings.redis_url, timeout_s=settings.write_timeout_s)  # one timeout per batch
 
     async def send_dead_letter(message: bytes) -> None:
@@ -93,6 +95,40 @@ def create_app(settings: Settings) -> faust.App:
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     return app
+
+
+class SourceReadOffsets(defaultdict):
+    """Faust's per-partition "read offset", blind for our source topics.
+
+    Faust (0.15) silently drops any fetched message whose offset is below the last one it handed
+    to a stream, and books a jump above it as a "gap" it may commit without processing. Around a
+    rebalance or a recovery the fetcher can hand over messages of an old fetch after the seek to
+    the committed offset, so the refetched ones below them were dropped (and their offsets
+    committed): clicks lost. Our state is idempotent per (partition, offset), so a redelivery
+    costs nothing: for the source topics every message is delivered and nothing counts as a gap.
+    Changelog topics keep Faust's filter (replaying an older changelog record would regress state).
+    """
+
+    def __init__(self, source_topics: set[str]) -> None:
+        super().__init__(lambda: None)
+        self.source_topics = source_topics
+
+    def __getitem__(self, tp):  # noqa: ANN001, ANN204 - Faust's TP
+        if tp.topic in self.source_topics:
+            return None
+        return super().__getitem__(tp)
+
+
+def _never_drop_redeliveries(app: faust.App, source_topics: set[str]) -> None:
+    """Give the app's consumer a `SourceReadOffsets` before it starts fetching."""
+    new_consumer = app._new_consumer
+
+    def consumer_with_blind_read_offsets():  # noqa: ANN202
+        consumer = new_consumer()
+        consumer._read_offset = SourceReadOffsets(source_topics)
+        return consumer
+
+    app._new_consumer = consumer_with_blind_read_offsets  # type: ignore[method-assign]
 
 
 class KeyPartitionedTable(faust.Table):

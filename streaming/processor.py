@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -54,16 +55,26 @@ class ItemClick:
         return cls(int(data["item_id"]), int(data["ts_ms"]), int(data["p"]), int(data["o"]))
 
 
+# Kafka refuses messages over ~1 MB (broker and producer defaults); a near-1 MB junk value, base64'd
+# or JSON-escaped, would not fit, and a dead letter that cannot be sent would stop the agent.
+DEAD_LETTER_MAX_VALUE_BYTES = 128 * 1024  # JSON-escaped, at most 6x: still < 1 MB
+
+
 def dead_letter_record(record: RawRecord, reason: str) -> bytes:
-    """The dead-letter message: why, where from, and the original bytes, nothing lost."""
+    """The dead-letter message: why, where from, and the original bytes (the first 128 KiB of a
+    bigger value, marked `truncated` with the full size and SHA-256, so the record always fits)."""
     raw = record.value or b""
+    kept = raw[:DEAD_LETTER_MAX_VALUE_BYTES]
+    extra: dict[str, object] = {}
+    if len(kept) < len(raw):
+        extra = {"truncated": True, "original_bytes": len(raw), "original_sha256": hashlib.sha256(raw).hexdigest()}
     try:
-        original: dict[str, str] = {"value": raw.decode("utf-8")}
+        original: dict[str, object] = {"value": kept.decode("utf-8")}
     except UnicodeDecodeError:
-        original = {"value_b64": base64.b64encode(raw).decode()}
+        original = {"value_b64": base64.b64encode(kept).decode()}
     return json.dumps(
         {"reason": reason, "topic": record.topic, "partition": record.partition, "offset": record.offset,
-         "dead_lettered_at": time.time(), **original}
+         "dead_lettered_at": time.time(), **original, **extra}
     ).encode()
 
 
@@ -86,7 +97,7 @@ class SessionBatchProcessor:
         """Apply a batch; returns the number of newly applied clicks."""
         touched: dict[str, session_state.SessionState] = {}
         forwarded: list[ItemClick] = []
-        applied = 0
+        applied = resent = 0
         now = time.time()
         for record in batch:
             try:
@@ -98,8 +109,13 @@ class SessionBatchProcessor:
                 continue
             ts_ms = int(event.ts * 1000)
             previous = touched.get(event.session_id) or self.sessions.get(event.session_id.encode())
+            identity = session_state.event_identity(event.item_id, event.ts, event.event_type)
+            if session_state.resent_copy(previous, identity, record.partition, record.offset):
+                resent += 1  # the same event sent twice: neither applied nor forwarded
+                continue
             state, changed = session_state.apply_click(
-                previous, event.item_id, ts_ms, record.partition, record.offset, self.settings.recent_items
+                previous, event.item_id, ts_ms, record.partition, record.offset, self.settings.recent_items,
+                identity,
             )
             # Rewrite even an unchanged (redelivered) session: its last write may be what was lost.
             touched[event.session_id] = state
@@ -116,7 +132,7 @@ class SessionBatchProcessor:
             await put_state(self.sessions, {sid.encode(): st for sid, st in touched.items()})
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.EVENTS.labels("applied").inc(applied)
-        metrics.EVENTS.labels("duplicate").inc(len(forwarded) - applied)
+        metrics.EVENTS.labels("duplicate").inc(len(forwarded) - applied + resent)  # redelivered or re-sent
         return applied
 
 

@@ -23,7 +23,7 @@ class ClickEvent(BaseModel):
 
     session_id: str = Field(..., pattern=SESSION_ID_PATTERN, description="Session identifier.")
     item_id: int = Field(..., ge=0, le=MAX_ITEM_ID, description="Catalogue item id.")
-    ts: float = Field(..., gt=0, description="Event time, unix seconds.")
+    ts: float = Field(..., gt=0, allow_inf_nan=False, description="Event time, unix seconds (finite, > 0).")
     user_id: str | None = Field(None, max_length=128, description="Optional known user.")
     event_type: EventType = Field("click", description="Kind of interaction.")
 
@@ -61,5 +61,5 @@ def parse_event(raw: bytes, *, max_bytes: int, max_future_skew_s: float, now: fl
         raise InvalidEvent(f"{where}: {first.get('msg', 'invalid')}") from None
     now = time.time() if now is None else now
     if event.ts > now + max_future_skew_s:
-        raise InvalidEvent(f"ts {event.ts:.3f} is more than {max_future_skew_s:.0f}s in the future")
+        raise InvalidEvent(f"ts {event.ts:.15g} is more than {max_future_skew_s:.0f}s in the future")
     return event

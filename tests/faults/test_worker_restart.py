@@ -221,7 +221,26 @@ def mismatches(clicks, expected, item_counts, session_rows, item_rows) -> tuple[
     return bad_sessions, bad_items
 
 
-def test_a_worker_killed_mid_replay_recovers_and_applies_every_click_exactly_once(restart_settings):
+REPEAT = int(os.environ.get("STREAMREC_FAULT_REPEAT", "1"))  # run the whole scenario N times in one session
+
+
+def effect_counts(expected: dict, session_rows: dict, metrics: dict) -> str:
+    """Produced vs reflected in the store: clicks lost, clicks counted twice, repeated recent items."""
+    lost = doubled = repeated = 0
+    for sid, want in expected.items():
+        row = session_rows.get(sid) or {}
+        got = int(row.get(s.CLICK_COUNT) or 0)
+        lost += max(0, want["count"] - got)
+        doubled += max(0, got - want["count"])
+        recent = list(row.get(s.RECENT_ITEMS) or [])
+        repeated += len(recent) - len(set(recent))
+    return (f"counts: produced {EVENTS}, applied (store) {applied_total(session_rows)}, lost {lost}, "
+            f"duplicates in effect {doubled} (+{repeated} repeated recent items); redeliveries the restarted "
+            f"worker skipped {int(metrics.get('events.duplicate', 0))}")
+
+
+@pytest.mark.parametrize("attempt", range(REPEAT))
+def test_a_worker_killed_mid_replay_recovers_and_applies_every_click_exactly_once(restart_settings, attempt):
     settings = restart_settings
     tag = uuid.uuid4().hex[:6]
     clicks = workload(tag)
@@ -305,6 +324,7 @@ def test_a_worker_killed_mid_replay_recovers_and_applies_every_click_exactly_onc
         f"restarted worker's counters {metrics}"
     )
     print(report)
+    print(effect_counts(expected, session_rows, metrics))
     if bad_sessions or bad_items:
         report += "\n" + explain(settings, clicks, [b[0] for b in bad_sessions[:3]])
         print(report)
