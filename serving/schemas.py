@@ -6,12 +6,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamrec.events import MAX_ITEM_ID, SESSION_ID_PATTERN
+from streamrec.events import SESSION_ID_PATTERN, ItemId
 
 MAX_K = 100
 MAX_SESSION_ITEMS = 500  # hard schema cap; the configured STREAMREC_MAX_SESSION_ITEMS is checked too
 
-ItemId = Annotated[int, Field(ge=0, le=MAX_ITEM_ID, strict=True)]
 Stage = Literal["stream", "batch", "fallback_covisitation", "fallback_popular"]
 
 

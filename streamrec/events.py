@@ -7,13 +7,24 @@ and whatever the worker dead-letters the API would have refused.
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 MAX_ITEM_ID = 2**62
 EventType = Literal["click", "view", "add_to_cart", "purchase"]
+
+
+def _integral_id(value: object) -> object:
+    """JSON Schema's `integer` includes `5.0`, so the API's spec promises it: take it as 5. JSON
+    `true` or `3.7` silently becoming an item id would corrupt features, so those are refused."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("item_id must be an integer")
+    return int(value) if isinstance(value, float) else value
+
+
+ItemId = Annotated[int, Field(ge=0, le=MAX_ITEM_ID, strict=True), BeforeValidator(_integral_id)]
 
 
 class ClickEvent(BaseModel):
@@ -22,18 +33,10 @@ class ClickEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     session_id: str = Field(..., pattern=SESSION_ID_PATTERN, description="Session identifier.")
-    item_id: int = Field(..., ge=0, le=MAX_ITEM_ID, description="Catalogue item id.")
+    item_id: ItemId = Field(..., description="Catalogue item id.")
     ts: float = Field(..., gt=0, allow_inf_nan=False, description="Event time, unix seconds (finite, > 0).")
     user_id: str | None = Field(None, max_length=128, description="Optional known user.")
     event_type: EventType = Field("click", description="Kind of interaction.")
-
-    @field_validator("item_id", mode="before")
-    @classmethod
-    def _no_bool_or_float_ids(cls, value: object) -> object:
-        # JSON `true` or `3.7` silently becoming an item id would corrupt features.
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError("item_id must be an integer")
-        return value
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

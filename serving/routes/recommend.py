@@ -16,7 +16,9 @@ router = APIRouter(tags=["recommend"])
 @router.post(
     "/recommend",
     response_model=Recommendation,
-    responses={422: {"model": ErrorBody, "description": "Invalid request: the message says what is wrong."}},
+    responses={400: {"model": ErrorBody, "description": "The body is not JSON."},
+               413: {"model": ErrorBody, "description": "The body is larger than the limit."},
+               422: {"model": ErrorBody, "description": "Invalid request: the message says what is wrong."}},
     summary="Next items for a session",
 )
 async def recommend(body: RecommendRequest, recommender: Recommender = Depends(get_recommender)) -> JSONResponse:
