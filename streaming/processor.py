@@ -186,12 +186,14 @@ class ItemBatchProcessor:
             return 0
         self.stream_time_ms = max(self.stream_time_ms, max(c.ts_ms for c in batch))
         now_ms = self.stream_time_ms
+        by_item: dict[int, list[tuple[int, int, int]]] = {}
+        for click in batch:
+            by_item.setdefault(click.item_id, []).append((click.ts_ms, click.partition, click.offset))
         touched: dict[int, item_windows.ItemWindows] = {}
         counted = 0
-        for click in batch:
-            previous = touched.get(click.item_id) or self.items.get(str(click.item_id).encode())
-            state, changed = item_windows.apply_click(previous, click.ts_ms, click.partition, click.offset, now_ms)
-            touched[click.item_id] = state
+        for item_id, clicks in by_item.items():
+            previous = self.items.get(str(item_id).encode())
+            touched[item_id], changed = item_windows.apply_clicks(previous, clicks, now_ms)
             counted += changed
         rows = []
         for item_id, state in touched.items():

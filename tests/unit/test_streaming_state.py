@@ -45,3 +45,26 @@ def test_item_windows_dedupe_by_source_offset():
     again, changed = item_windows.apply_click(state, 1000, 1, 5, 1000)
     assert not changed
     assert item_windows.window_counts(again, 1000) == (1, 1)
+
+
+def test_a_batch_of_item_clicks_equals_applying_them_one_by_one():
+    import random
+
+    from streaming import item_windows
+
+    rng = random.Random(3)
+    for _ in range(200):
+        now = 10 * item_windows.HOUR_MS
+        state = None if rng.random() < 0.3 else {
+            "buckets": {str(b * item_windows.BUCKET_MS): rng.randint(1, 5) for b in rng.sample(range(500, 600), 5)},
+            "applied": {str(p): rng.randint(0, 20) for p in range(2)}}
+        clicks = [(now - rng.randint(0, 2 * item_windows.HOUR_MS), rng.randint(0, 2), offset)
+                  for offset in sorted(rng.sample(range(40), rng.randint(0, 8)))]
+        clicks += clicks[: rng.randint(0, 2)]  # redeliveries inside the batch
+        one_by_one, counted = state, 0
+        for ts, partition, offset in clicks:
+            one_by_one, changed = item_windows.apply_click(one_by_one, ts, partition, offset, now)
+            counted += changed
+        batched, batch_counted = item_windows.apply_clicks(state, clicks, now)
+        assert batch_counted == counted
+        assert batched == (one_by_one if one_by_one is not None else item_windows.empty_item())
