@@ -28,8 +28,21 @@ async def get_store(request: Request) -> OnlineStore:
     return request.app.state.store
 
 
-def require_api_key(request: Request, x_api_key: str | None = Header(None, description="Required when STREAMREC_API_KEY is set.")) -> None:
-    """Protects write endpoints when an API key is configured."""
+def require_api_key(
+    request: Request,
+    x_api_key: str | None = Header(None, description="Required when STREAMREC_API_KEY is set."),
+    authorization: str | None = Header(None, description="Alternative to X-API-Key: `Bearer <key>` "
+                                       "(what Prometheus sends with `authorization: {credentials: ...}`)."),
+) -> None:
+    """Protects the write endpoint (POST /events) and the operator's endpoint (GET /metrics) when an
+    API key is configured; read endpoints (/recommend, /health, the docs) stay open."""
     expected = request.app.state.settings.api_key
-    if expected and not (x_api_key and secrets.compare_digest(x_api_key, expected)):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong X-API-Key header")
+    if not expected:
+        return
+    presented = x_api_key
+    if presented is None and authorization and authorization[:7].lower() == "bearer ":
+        presented = authorization[7:].strip()
+    if not (presented and secrets.compare_digest(presented.encode(), expected.encode())):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong API key: send it in the "
+                            "X-API-Key header (or Authorization: Bearer <key>)",
+                            headers={"WWW-Authenticate": "Bearer"})

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving.dependencies import get_event_sink, get_recommender, get_store
+from serving.dependencies import get_event_sink, get_recommender, get_store, require_api_key
 from serving.event_sink import EventSink
 from serving.recommender import Recommender
 from serving.schemas import DependencyHealth, Health
@@ -42,6 +42,9 @@ async def health(
     return body
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            dependencies=[Depends(require_api_key)],
+            responses={401: {"description": "API key required (when STREAMREC_API_KEY is set) and missing or wrong."}})
 async def metrics() -> Response:
+    """Prometheus text format; needs the API key when one is configured."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,114 @@
+"""Request values that end up in Redis keys (session ids, item ids) or Kafka records are validated at
+the API's edge, and the optional API key guards the write endpoint and /metrics, not the reads."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from serving.routes import events, health
+from serving.schemas import RecommendRequest
+from streamrec.events import MAX_ITEM_ID, ClickEvent
+from streamrec.settings import Settings
+
+HOSTILE_SESSION_IDS = [
+    "", "a\r\nb", "a\n", "\r\nSET x 1\r\n", "*", "k*", "a b", "a\x00b", "é", "ｓｅｓｓ", "💥",
+    "../etc", "a/b", "{x}", "x" * 129, "x" * 10_000,
+]
+HOSTILE_ITEM_IDS = [-1, MAX_ITEM_ID + 1, 2**64, True, 1.5, "7", None, [1], {"a": 1}]
+
+
+@pytest.mark.parametrize("session_id", HOSTILE_SESSION_IDS)
+def test_recommend_request_refuses_hostile_session_ids(session_id: str) -> None:
+    with pytest.raises(ValidationError):
+        RecommendRequest.model_validate_json(json.dumps({"session_id": session_id}))
+
+
+@pytest.mark.parametrize("session_id", HOSTILE_SESSION_IDS)
+def test_click_event_refuses_hostile_session_ids(session_id: str) -> None:
+    with pytest.raises(ValidationError):
+        ClickEvent.model_validate_json(json.dumps({"session_id": session_id, "item_id": 1, "ts": 1.0}))
+
+
+@pytest.mark.parametrize("item_id", HOSTILE_ITEM_IDS)
+def test_hostile_item_ids_are_refused(item_id: object) -> None:
+    with pytest.raises(ValidationError):
+        RecommendRequest.model_validate_json(json.dumps({"session_id": "s", "session_items": [item_id]}))
+    with pytest.raises(ValidationError):
+        ClickEvent.model_validate_json(json.dumps({"session_id": "s", "item_id": item_id, "ts": 1.0}))
+
+
+def test_ordinary_values_pass() -> None:
+    request = RecommendRequest.model_validate_json(
+        json.dumps({"session_id": "web-7f3a:2_b.c", "session_items": [0, 5, MAX_ITEM_ID]}))
+    assert request.session_items == [0, 5, MAX_ITEM_ID]
+    assert ClickEvent.model_validate_json(json.dumps({"session_id": "x" * 128, "item_id": 0, "ts": 1.0}))
+
+
+class FakeSink:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sent: list[ClickEvent] = []
+
+    async def send(self, event: ClickEvent) -> tuple[int, int]:
+        self.sent.append(event)
+        return 0, len(self.sent) - 1
+
+
+def app_with(api_key: str | None) -> tuple[FastAPI, FakeSink]:
+    app = FastAPI()
+    app.state.settings = Settings(api_key=api_key)
+    app.state.event_sink = sink = FakeSink(app.state.settings)
+    app.include_router(events.router)
+    app.include_router(health.router)
+    return app, sink
+
+
+async def call(app: FastAPI, method: str, path: str, **kwargs) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        return await client.request(method, path, **kwargs)
+
+
+EVENT = {"session_id": "s1", "item_id": 3, "ts": 1.0}
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": ""},
+                                     {"Authorization": "Bearer wrong"}, {"Authorization": "secret"}])
+async def test_with_a_key_configured_events_and_metrics_refuse_missing_or_wrong_keys(headers) -> None:
+    app, sink = app_with("secret")
+    assert (await call(app, "POST", "/events", json=EVENT, headers=headers)).status_code == 401
+    assert (await call(app, "GET", "/metrics", headers=headers)).status_code == 401
+    assert not sink.sent
+
+
+async def test_unauthenticated_hostile_event_gets_401_not_validation_details() -> None:
+    app, _ = app_with("secret")
+    response = await call(app, "POST", "/events", json={**EVENT, "session_id": "a\r\nb"})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("headers", [{"X-API-Key": "secret"}, {"Authorization": "Bearer secret"}])
+async def test_the_right_key_opens_events_and_metrics(headers) -> None:
+    app, sink = app_with("secret")
+    assert (await call(app, "POST", "/events", json=EVENT, headers=headers)).status_code == 202
+    assert (await call(app, "GET", "/metrics", headers=headers)).status_code == 200
+    assert len(sink.sent) == 1
+
+
+async def test_without_a_key_configured_everything_is_open() -> None:
+    app, sink = app_with(None)
+    assert (await call(app, "POST", "/events", json=EVENT)).status_code == 202
+    assert (await call(app, "GET", "/metrics")).status_code == 200
+
+
+async def test_hostile_events_get_422_and_reach_no_sink() -> None:
+    app, sink = app_with("secret")
+    for session_id in HOSTILE_SESSION_IDS:
+        response = await call(app, "POST", "/events", json={**EVENT, "session_id": session_id},
+                              headers={"X-API-Key": "secret"})
+        assert response.status_code == 422, session_id
+    assert not sink.sent
