@@ -124,15 +124,21 @@ class Recommender:
         rows = await self._read(budget, [ReadRequest(s.ITEM_EMBEDDINGS_VIEW, items, (s.EMBEDDING,))],
                                 "item embeddings", reasons)
         found: list[np.ndarray] = []
+        missing = 0
         for position, item in enumerate(items):
             vector = None
             if rows is not None:
                 row = rows[0][position]
                 vector = row[s.EMBEDDING] if row else None
+                if vector is None and (vector := self._embedding_from_model(item)) is not None:
+                    missing += 1  # e.g. Redis restarted empty and not re-materialized yet
             else:
                 vector = self._embedding_from_model(item)
             if vector is not None and len(vector) == self.model.dim:
                 found.append(np.asarray(vector, dtype=np.float32))
+        if missing:
+            reasons.append(f"item embeddings: {missing} of {len(items)} missing from the online store "
+                           "(not materialized?), the model's copy used")
         return found
 
     async def _trending(self, budget: Budget, item_ids: np.ndarray, at_ms: float | None,

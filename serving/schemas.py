@@ -77,3 +77,11 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+# Answers any JSON-body route can give before its handler runs (FastAPI for a body that is not
+# JSON, the body-size middleware); listed in the spec so clients and schemathesis know them.
+BODY_ERRORS: dict[int | str, dict] = {
+    400: {"model": ErrorBody, "description": "The body is not JSON."},
+    413: {"model": ErrorBody, "description": "The body is larger than the limit."},
+}

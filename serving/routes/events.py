@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from serving import metrics
 from serving.dependencies import get_event_sink, require_api_key
 from serving.event_sink import EventSink, KafkaUnavailable
-from serving.schemas import ErrorBody, EventAccepted
+from serving.schemas import BODY_ERRORS, ErrorBody, EventAccepted
 from streamrec.events import ClickEvent
 
 router = APIRouter(tags=["events"])
@@ -20,6 +20,7 @@ RETRY_AFTER_S = 2
     status_code=status.HTTP_202_ACCEPTED,
     response_model=EventAccepted,
     responses={
+        **BODY_ERRORS,
         401: {"model": ErrorBody, "description": "API key required and missing or wrong."},
         422: {"model": ErrorBody, "description": "Invalid event."},
         503: {"model": ErrorBody, "description": "Kafka unavailable; retry after the Retry-After header."},

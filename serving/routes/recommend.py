@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from serving import metrics
 from serving.dependencies import get_recommender
 from serving.recommender import Recommender
-from serving.schemas import ErrorBody, Recommendation, RecommendRequest
+from serving.schemas import BODY_ERRORS, ErrorBody, Recommendation, RecommendRequest
 
 router = APIRouter(tags=["recommend"])
 
@@ -16,8 +16,7 @@ router = APIRouter(tags=["recommend"])
 @router.post(
     "/recommend",
     response_model=Recommendation,
-    responses={400: {"model": ErrorBody, "description": "The body is not JSON."},
-               413: {"model": ErrorBody, "description": "The body is larger than the limit."},
+    responses={**BODY_ERRORS,
                422: {"model": ErrorBody, "description": "Invalid request: the message says what is wrong."}},
     summary="Next items for a session",
 )
