@@ -18,10 +18,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int) -> None:
         self.app = app
@@ -36,27 +32,37 @@ class BodySizeLimit:
             await self._refuse(send)
             return
         received = 0
-        started = False
+        started = refused = answered = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            # Past the limit we answer 413 ourselves and tell the app the client left: raising
+            # instead would be caught by FastAPI's body parsing and turned into a 400.
+            nonlocal received, refused, answered
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    refused = True
+                    if not started:
+                        await self._refuse(send)
+                        answered = True
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if answered:
+                return  # the 413 is out; whatever the app answers to the "disconnect" is dropped
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise  # the app's own error; after a 413 the app may fail on the "disconnect"
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import httpx
 from fastapi import FastAPI, Request
+from pydantic import BaseModel
 
 from serving.body_limit import BodySizeLimit
+
+
+class Body(BaseModel):
+    text: str
 
 
 def app_with_limit(limit: int) -> FastAPI:
@@ -46,3 +51,26 @@ async def test_streamed_oversized_body_is_refused():
 
     response = await post(app_with_limit(100), content=chunks())
     assert response.status_code == 413
+
+
+async def test_streamed_oversized_body_is_refused_even_when_the_app_parses_json():
+    """FastAPI catches any error raised while it parses a JSON body and answers 400; the limit
+    must still win (the live API once answered 400 to a chunked 128 KB body)."""
+    app = FastAPI()
+
+    @app.post("/echo")
+    async def echo(body: Body) -> dict:
+        return {"bytes": len(body.text)}
+
+    app.add_middleware(BodySizeLimit, max_bytes=100)
+
+    async def chunks():
+        yield b'{"text": "'
+        for _ in range(5):
+            yield b"z" * 40
+        yield b'"}'
+
+    response = await post(app, content=chunks())
+    assert response.status_code == 413, response.text
+    small = await post(app, json={"text": "ok"})
+    assert small.status_code == 200 and small.json() == {"bytes": 2}
