@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import struct
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from functools import lru_cache
@@ -90,6 +91,12 @@ def create_app(settings: Settings) -> faust.App:
         async for events in stream.take_events(settings.flush_max_events, within=within):
             await item_processor.process([ItemClick.from_json(c) for e in events for c in _as_dict(e.value)["clicks"]])
 
+    @app.timer(interval=min(60.0, settings.session_idle_s / 4))
+    async def evict_idle_sessions() -> None:
+        """A session idle for `session_idle_s` is over: its state leaves the worker's memory (its
+        features stay readable in Redis until `session_ttl_s`; a later click starts afresh)."""
+        metrics.SESSIONS_EVICTED.inc(await sessions.evict_idle(settings.session_idle_s))
+
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust web signature
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
@@ -148,17 +155,50 @@ class KeyPartitionedTable(faust.Table):
     def partition_for_key(self, key: bytes) -> int:  # type: ignore[override]
         return key_partition(key, int(self.partitions))  # type: ignore[arg-type]
 
+    @property
+    def written_at(self) -> dict[bytes, float]:
+        """Monotonic time each key was last written here (keys recovered from the changelog are
+        stamped by the first `evict_idle`)."""
+        if not hasattr(self, "_written_at"):
+            self._written_at: dict[bytes, float] = {}
+        return self._written_at
+
     async def put_many(self, values: Mapping[bytes, object]) -> None:
         """Set every key and send its changelog message; same bytes as `table[key] = value`."""
         producer = self.app.producer
         topic = self.changelog_topic
         name = topic.get_topic_name()
+        written_at, now = self.written_at, time.monotonic()
         for key, value in values.items():
             self.data[key] = value
+            written_at[key] = now
             key_bytes, _ = topic.prepare_key(key, self.key_serializer)
             value_bytes, _ = topic.prepare_value(value, self.value_serializer)
             sent = await producer.send(name, key_bytes, value_bytes, self.partition_for_key(key), None, None)
             sent.add_done_callback(_count_changelog_failure)  # type: ignore[attr-defined]
+
+
+    async def evict_idle(self, idle_s: float) -> int:
+        """Forget keys not written for `idle_s`, with a tombstone in the changelog so recovery
+        forgets them too; returns how many. Bounds the worker's memory by the traffic of one idle
+        window instead of letting every session ever seen stay in the table."""
+        written_at, now = self.written_at, time.monotonic()
+        for key in list(self.data.keys()):
+            written_at.setdefault(key, now)
+        cutoff = now - idle_s
+        idle = [key for key, at in written_at.items() if at < cutoff]
+        producer, name = self.app.producer, self.changelog_topic.get_topic_name()
+        evicted = 0
+        for key in idle:
+            if written_at.get(key, now) >= cutoff:
+                continue  # written again while earlier tombstones were being sent
+            del written_at[key]
+            self.data.pop(key, None)
+            key_bytes, _ = self.changelog_topic.prepare_key(key, self.key_serializer)
+            sent = await producer.send(name, key_bytes, None, self.partition_for_key(key), None, None)
+            sent.add_done_callback(_count_changelog_failure)  # type: ignore[attr-defined]
+            evicted += 1
+        return evicted
 
 
 def _count_changelog_failure(sent: "asyncio.Future") -> None:

@@ -26,3 +26,7 @@ CHANGELOG_FAILURES = Counter(
     "streamrec_worker_changelog_failures_total",
     "Table changelog messages Kafka did not accept (state would not survive a restart).",
 )
+SESSIONS_EVICTED = Counter(
+    "streamrec_worker_sessions_evicted_total",
+    "Session states dropped from the worker's memory after `session_idle_s` without a click.",
+)

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(4096, ge=256, description="Events larger than this are dead-lettered.")
     max_future_skew_s: int = Field(3600, ge=0, description="Events further in the future are dead-lettered.")
     session_ttl_s: int = Field(86400, ge=60, description="How long streaming session features stay valid.")
+    session_idle_s: int = Field(
+        1800, ge=4, description="A session without a click for this long is over: the worker drops its state "
+        "(memory stays bounded); its features stay in Redis until session_ttl_s, a later click starts afresh.")
 
     # --- serving --------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address `streamrec serve` binds.")
