@@ -28,7 +28,7 @@ class RecommendRequest(BaseModel):
         description="Items the client knows the session saw, oldest first; merged after the "
         "session's streaming features.",
     )
-    exclude_seen: bool = Field(True, description="Leave out items the session already saw.")
+    exclude_seen: bool = Field(True, strict=True, description="Leave out items the session already saw.")
 
 
 

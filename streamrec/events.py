@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
-MAX_ITEM_ID = 2**62
+MAX_ITEM_ID = 2**53 - 1  # exact as a JSON/JavaScript number, so every client and validator agrees on it
 EventType = Literal["click", "view", "add_to_cart", "purchase"]
 
 

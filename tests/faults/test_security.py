@@ -23,6 +23,7 @@ from streaming.producer import make_producer
 from streamrec.infra import process, redis_server, stack
 from streamrec.infra.kafka import free_port
 from streamrec.online_store import OnlineStore
+from streamrec.events import MAX_ITEM_ID
 from streamrec.settings import Settings
 from tests.conftest import CLI, wait_for
 from tests.faults.test_redis_outage import own_settings, start_api
@@ -39,7 +40,7 @@ HOSTILE_SESSION_IDS = [
     "", "a\r\nb", "a\n", "\r\nFLUSHALL\r\n", "*", "sess*", "a b", "a\x00b", "é", "ｓｅｓｓ", "💥", "../x",
     "{tag}", "x" * 129, "x" * 20_000,
 ]
-HOSTILE_ITEM_IDS = [-1, 2**62 + 1, 2**64, True, 1.5, "7", None, [1]]
+HOSTILE_ITEM_IDS = [-1, MAX_ITEM_ID + 1, 2**64, True, 1.5, "7", None, [1]]
 
 
 @pytest.fixture(scope="module")
