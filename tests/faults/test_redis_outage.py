@@ -234,7 +234,11 @@ def test_recommend_keeps_answering_within_budget_through_a_redis_outage(outage_s
     assert not traffic.errors, f"client errors (hang/reset): {traffic.errors[:3]}"
     assert not non_200, f"{len(non_200)} non-200 responses, e.g. {[(s.status, s.body) for s in non_200[:3]]}"
     assert all(v for p, v in by_phase.items() if p != "transition"), f"a phase got no traffic: { {p: len(v) for p, v in by_phase.items()} }"
-    assert not [s for s in by_phase["baseline"] if s.body["degraded"]], "degraded before the fault"
+    # Before the fault nothing is unavailable; a request the busy 2-core machine made late may
+    # still take the budget's cheaper path (and say so), but only rarely.
+    baseline_degraded = [s.body["degraded_reasons"] for s in by_phase["baseline"] if s.body["degraded"]]
+    assert not [r for r in baseline_degraded if any("unavailable" in x for x in r)], baseline_degraded
+    assert len(baseline_degraded) <= 0.01 * len(by_phase["baseline"]), baseline_degraded
     assert silent_fallbacks == 0 and missing_marked > 0, (silent_fallbacks, missing_marked)
     assert not not_degraded_in_fault, f"responses during the outage not marked degraded: {not_degraded_in_fault[:2]}"
     assert max(server_ms) <= budget_ms + SERVER_SLACK_MS, f"server time {max(server_ms):.1f} ms over the budget"
