@@ -22,10 +22,10 @@ from feature_repo import schema as s
 from streaming import session_state
 from streaming.producer import make_producer
 from streamrec.events import ClickEvent
-from streamrec.infra import process, stack
-from streamrec.infra.kafka import free_port
+from streamrec.infra import process
 from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
+from tests.faults.conftest import own_worker_settings
 from tests.conftest import CLI, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(400)]
@@ -42,20 +42,8 @@ SETTLE_TIMEOUT_S = 120.0
 
 @pytest.fixture()
 def restart_settings(live_settings: Settings) -> Iterator[Settings]:
-    """The live stack's Kafka and Redis, but our own worker id, topics and web port."""
-    tag = uuid.uuid4().hex[:6]
-    settings = Settings(**{
-        **live_settings.model_dump(),
-        "worker_id": f"restart-{tag}",
-        "clicks_topic": f"clicks-restart-{tag}",
-        "dead_letter_topic": f"clicks-dlq-restart-{tag}",
-        "worker_web_port": free_port(),
-    })
-    stack.ensure_topics(settings)
-    try:
+    with own_worker_settings(live_settings, "restart", WORKER) as settings:
         yield settings
-    finally:
-        process.stop(WORKER, settings)
 
 
 def start(settings: Settings) -> int:
