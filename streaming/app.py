@@ -165,18 +165,19 @@ class KeyPartitionedTable(faust.Table):
 
     async def put_many(self, values: Mapping[bytes, object]) -> None:
         """Set every key and send its changelog message; same bytes as `table[key] = value`."""
-        producer = self.app.producer
-        topic = self.changelog_topic
-        name = topic.get_topic_name()
         written_at, now = self.written_at, time.monotonic()
         for key, value in values.items():
             self.data[key] = value
             written_at[key] = now
-            key_bytes, _ = topic.prepare_key(key, self.key_serializer)
-            value_bytes, _ = topic.prepare_value(value, self.value_serializer)
-            sent = await producer.send(name, key_bytes, value_bytes, self.partition_for_key(key), None, None)
-            sent.add_done_callback(_count_changelog_failure)  # type: ignore[attr-defined]
+            value_bytes, _ = self.changelog_topic.prepare_value(value, self.value_serializer)
+            await self._send_changelog(key, value_bytes)
 
+    async def _send_changelog(self, key: bytes, value: bytes | None) -> None:
+        """One changelog message (None: a tombstone) straight to the producer's accumulator."""
+        key_bytes, _ = self.changelog_topic.prepare_key(key, self.key_serializer)
+        sent = await self.app.producer.send(self.changelog_topic.get_topic_name(), key_bytes, value,
+                                            self.partition_for_key(key), None, None)
+        sent.add_done_callback(_count_changelog_failure)  # type: ignore[attr-defined]
 
     async def evict_idle(self, idle_s: float) -> int:
         """Forget keys not written for `idle_s`, with a tombstone in the changelog so recovery
@@ -187,16 +188,13 @@ class KeyPartitionedTable(faust.Table):
             written_at.setdefault(key, now)
         cutoff = now - idle_s
         idle = [key for key, at in written_at.items() if at < cutoff]
-        producer, name = self.app.producer, self.changelog_topic.get_topic_name()
         evicted = 0
         for key in idle:
             if written_at.get(key, now) >= cutoff:
                 continue  # written again while earlier tombstones were being sent
             del written_at[key]
             self.data.pop(key, None)
-            key_bytes, _ = self.changelog_topic.prepare_key(key, self.key_serializer)
-            sent = await producer.send(name, key_bytes, None, self.partition_for_key(key), None, None)
-            sent.add_done_callback(_count_changelog_failure)  # type: ignore[attr-defined]
+            await self._send_changelog(key, None)
             evicted += 1
         return evicted
 
