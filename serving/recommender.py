@@ -123,17 +123,14 @@ class Recommender:
         """Embeddings of the session's items from the online store; the model's copy if it is down."""
         rows = await self._read(budget, [ReadRequest(s.ITEM_EMBEDDINGS_VIEW, items, (s.EMBEDDING,))],
                                 "item embeddings", reasons)
+        stored = rows[0] if rows is not None else [None] * len(items)
         found: list[np.ndarray] = []
-        missing = 0
-        for position, item in enumerate(items):
-            vector = None
-            if rows is not None:
-                row = rows[0][position]
-                vector = row[s.EMBEDDING] if row else None
-                if vector is None and (vector := self._embedding_from_model(item)) is not None:
-                    missing += 1  # e.g. Redis restarted empty and not re-materialized yet
-            else:
+        missing = 0  # read fine but absent: e.g. Redis restarted empty, not re-materialized yet
+        for item, row in zip(items, stored):
+            vector = row[s.EMBEDDING] if row else None
+            if vector is None:
                 vector = self._embedding_from_model(item)
+                missing += rows is not None and vector is not None
             if vector is not None and len(vector) == self.model.dim:
                 found.append(np.asarray(vector, dtype=np.float32))
         if missing:
@@ -144,7 +141,7 @@ class Recommender:
     async def _trending(self, budget: Budget, item_ids: np.ndarray, at_ms: float | None,
                         reasons: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
         """Windowed click counts of the candidates: the stream's, or the history's at `at_ms`."""
-        if not self.scorer.uses & set(STREAMING_FEATURES):
+        if self.scorer.uses.isdisjoint(STREAMING_FEATURES):
             return None  # this version's ranker was trained without them: no read
         if self.trending_history is not None:
             return self.trending_history.counts(item_ids, time.time() * 1000 if at_ms is None else at_ms)

@@ -9,7 +9,7 @@ co-visitation refine, popularity and trending break ties (weights set a priori, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,7 @@ class Scorer:
         """Candidate features this scorer reads: the request path skips fetching the others."""
         if self.booster is not None:
             return frozenset(self.feature_names)
-        return frozenset({"session_knn", "similarity", "covisitation", "popularity", "trending_1h"})
+        return frozenset(f.name for f in fields(BlendWeights))  # one weight per feature the blend reads
 
     @property
     def kind(self) -> str:
