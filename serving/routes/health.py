@@ -16,7 +16,9 @@ from streamrec.online_store import OnlineStore
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", response_model=Health, summary="Dependency status")
+@router.get("/health", response_model=Health, summary="Dependency status",
+            responses={503: {"model": Health, "description": "Degraded: Redis or Kafka is unreachable; "
+                             "/recommend still answers from in-process fallbacks."}})
 async def health(
     response: Response,
     recommender: Recommender = Depends(get_recommender),
