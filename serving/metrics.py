@@ -1,6 +1,19 @@
-"""Prometheus metrics of the API process."""
+"""Prometheus metrics of the API, summed over its worker processes when `streamrec serve` runs several.
 
-from prometheus_client import Counter, Histogram
+With several workers each process counts in its own files under PROMETHEUS_MULTIPROC_DIR
+(prometheus_client's multiprocess mode, chosen at import time from that variable), and
+`/metrics` merges the files of all of them, so a scrape answered by any worker sees the whole API.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUEST_SECONDS = Histogram(
     "streamrec_recommend_seconds", "Latency of POST /recommend by the stage that served it.", ["stage"],
@@ -8,3 +21,20 @@ REQUEST_SECONDS = Histogram(
 )
 DEGRADED = Counter("streamrec_recommend_degraded_total", "Recommendations served degraded.", ["reason"])
 EVENTS = Counter("streamrec_api_events_total", "Click events received by POST /events.", ["outcome"])
+
+
+def use_multiprocess_dir(folder: Path) -> None:
+    """Before the workers start: an empty folder for their metric files (a previous run's counts
+    would otherwise be summed in), announced to the workers through the environment."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(folder)
+
+
+def exposition() -> bytes:
+    """The Prometheus text of this process, or of all workers in multiprocess mode."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)

@@ -172,13 +172,20 @@ def produce(
 def serve(
     host: Annotated[Optional[str], typer.Option(help="Bind address (default STREAMREC_API_HOST).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (default STREAMREC_API_PORT).")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        min=1, help="Worker processes, one per core to use (default STREAMREC_API_WORKERS).")] = None,
 ) -> None:
     """Run the REST API (POST /recommend, POST /events, GET /health, GET /metrics)."""
     import uvicorn
 
     settings = _settings()
-    uvicorn.run("serving.app:create_app", factory=True, host=host or settings.api_host,
-                port=port or settings.api_port, log_level="warning", access_log=False, loop="uvloop")
+    host, port, workers = host or settings.api_host, port or settings.api_port, workers or settings.api_workers
+    if workers > 1:
+        from serving.metrics import use_multiprocess_dir
+
+        use_multiprocess_dir(settings.run_dir / f"api-metrics-{port}")
+    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False, loop="uvloop")
 
 
 @app.command()

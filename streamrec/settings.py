@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # --- serving --------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address `streamrec serve` binds.")
     api_port: int = Field(8000, description="Port of `streamrec serve`.")
+    api_workers: int = Field(
+        1, ge=1, le=64, description="Processes of `streamrec serve`, each with its own model copy: one per core "
+        "the API may use (one Python process runs on one core). /metrics sums them.")
     latency_budget_ms: float = Field(50.0, gt=0, description="Per-request budget of /recommend.")
     max_session_items: int = Field(50, ge=1, le=500, description="Largest session accepted/used.")
     candidates_k: int = Field(100, ge=10, le=2000, description="FAISS candidates per request.")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from serving import metrics as api_metrics
 from serving.dependencies import get_event_sink, get_recommender, get_store, require_api_key
 from serving.event_sink import EventSink
 from serving.recommender import Recommender
@@ -48,5 +49,5 @@ async def health(
             dependencies=[Depends(require_api_key)],
             responses={401: {"description": "API key required (when STREAMREC_API_KEY is set) and missing or wrong."}})
 async def metrics() -> Response:
-    """Prometheus text format; needs the API key when one is configured."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format, summed over the API's worker processes; needs the API key when one is configured."""
+    return Response(api_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
