@@ -32,10 +32,18 @@ class Fallbacks:
         Each row's scores are scaled by its maximum so a busy item cannot drown the newest one.
         `exclude` (e.g. the items already in the session) never appears in the result.
         """
+        ids, scores = self.covisited_arrays(last_items, k, exclude)
+        return list(zip(ids.tolist(), scores.tolist()))
+
+    def covisited_arrays(self, last_items: Sequence[int], k: int,
+                         exclude: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`covisited` as (item ids int64, scores float64) arrays, ties broken by the smaller id:
+        vectorised, since it runs on every request (a dict loop over ~300 neighbours cost ~6% of one)."""
+        empty = np.zeros(0, np.int64), np.zeros(0, np.float64)
         if k <= 0:
-            return []
-        banned = set(int(i) for i in exclude) if exclude is not None else set()
-        totals: dict[int, float] = {}
+            return empty
+        parts_ids: list[np.ndarray] = []
+        parts_scores: list[np.ndarray] = []
         recent = list(last_items)[::-1][: len(self.weights)]
         for weight, item in zip(self.weights, recent):
             row = self.artifacts.row_of(int(item))
@@ -45,11 +53,19 @@ class Fallbacks:
             if len(scores) == 0:
                 continue
             top = float(scores.max()) or 1.0
-            for neighbour, score in zip(neighbours.tolist(), scores.tolist()):
-                if neighbour not in banned:
-                    totals[neighbour] = totals.get(neighbour, 0.0) + weight * score / top
-        ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
-        return ranked[:k]
+            parts_ids.append(neighbours.astype(np.int64))
+            parts_scores.append(weight * scores.astype(np.float64) / top)
+        if not parts_ids:
+            return empty
+        ids, inverse = np.unique(np.concatenate(parts_ids), return_inverse=True)
+        totals = np.bincount(inverse, weights=np.concatenate(parts_scores), minlength=len(ids))
+        if exclude is not None:
+            banned = np.fromiter((int(i) for i in exclude), np.int64)
+            if len(banned):
+                keep = ~np.isin(ids, banned)
+                ids, totals = ids[keep], totals[keep]
+        best = np.lexsort((ids, -totals))[:k]
+        return ids[best], totals[best]
 
     def popular(self, k: int, exclude: Iterable[int] | None = None) -> list[tuple[int, float]]:
         """Most popular training items not in `exclude`, scored by their training clicks."""

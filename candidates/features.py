@@ -81,15 +81,16 @@ class CandidateGenerators:
             knn_ids, knn_scores = self.session_knn.recommend(items, self.knn_k)
         else:
             knn_ids, knn_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
-        covisited = self.fallbacks.covisited(items, self.covisit_k, exclude=())
-        co_ids = np.fromiter((i for i, _ in covisited), np.int64, len(covisited))
-        co_scores = np.fromiter((v for _, v in covisited), np.float32, len(covisited))
+        co_ids, co_scores = self.fallbacks.covisited_arrays(items, self.covisit_k)
+        co_scores = co_scores.astype(np.float32)
         ids = np.unique(np.concatenate([ann_ids.astype(np.int64), knn_ids.astype(np.int64), co_ids]))
 
         rows = self.rows(ids)
         vectors = self.model.item_embeddings[rows]
         last_row = self.model.row_of(items[-1]) if items else None
-        position = {item: len(items) - p for p, item in enumerate(items)}  # 1 = the last item
+        # clicks since each session item was last seen (1 = the last item), looked up per candidate
+        latest_first, latest_at = np.unique(np.asarray(items[::-1], dtype=np.int64), return_index=True)
+        since_seen = _lookup(ids, latest_first, (latest_at + 1).astype(np.float32), ABSENT_RANK)
         knn = _lookup(ids, knn_ids, knn_scores, 0.0)
         features = {
             "session_knn": knn,
@@ -100,8 +101,8 @@ class CandidateGenerators:
             else np.zeros(len(ids), np.float32),
             "covisitation": _lookup(ids, co_ids, co_scores, 0.0),
             "popularity": self.log_popularity[rows],
-            "in_session": np.fromiter((i in position for i in ids.tolist()), np.float32, len(ids)),
-            "since_seen": np.fromiter((position.get(i, ABSENT_RANK) for i in ids.tolist()), np.float32, len(ids)),
+            "in_session": (since_seen < ABSENT_RANK).astype(np.float32),
+            "since_seen": since_seen,
             "session_length": np.full(len(ids), len(items), np.float32),
             "trending_5m": np.zeros(len(ids), np.float32),
             "trending_1h": np.zeros(len(ids), np.float32),
