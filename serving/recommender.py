@@ -119,18 +119,25 @@ class Recommender:
         row = self.model.row_of(item)
         return None if row is None else self.model.item_embeddings[row]
 
-    async def _item_embeddings(self, budget: Budget, items: list[int], reasons: list[str]) -> list[np.ndarray]:
-        """Embeddings of the session's items from the online store; the model's copy if it is down."""
-        rows = await self._read(budget, [ReadRequest(s.ITEM_EMBEDDINGS_VIEW, items, (s.EMBEDDING,))],
-                                "item embeddings", reasons)
-        stored = rows[0] if rows is not None else [None] * len(items)
+    async def _item_embeddings(self, budget: Budget, items: list[int], reasons: list[str],
+                               prefetched: dict[int, dict | None]) -> list[np.ndarray]:
+        """Embeddings of the session's items from the online store (rows already `prefetched` are
+        not read again); the model's copy if it is down."""
+        stored = dict(prefetched)
+        to_read = [item for item in items if item not in stored]
+        if to_read:
+            rows = await self._read(budget, [ReadRequest(s.ITEM_EMBEDDINGS_VIEW, to_read, (s.EMBEDDING,))],
+                                    "item embeddings", reasons)
+            if rows is not None:
+                stored.update(zip(to_read, rows[0]))
         found: list[np.ndarray] = []
         missing = 0  # read fine but absent: e.g. Redis restarted empty, not re-materialized yet
-        for item, row in zip(items, stored):
+        for item in items:
+            row = stored.get(item)
             vector = row[s.EMBEDDING] if row else None
             if vector is None:
                 vector = self._embedding_from_model(item)
-                missing += rows is not None and vector is not None
+                missing += item in stored and vector is not None
             if vector is not None and len(vector) == self.model.dim:
                 found.append(np.asarray(vector, dtype=np.float32))
         if missing:
@@ -173,16 +180,24 @@ class Recommender:
         reasons: list[str] = []
 
         stream_items: list[int] = []
+        prefetched: dict[int, dict | None] = {}
         if use_stream:
-            rows = await self._read(budget, [ReadRequest(s.SESSION_FEATURES_VIEW, [session_id], (s.RECENT_ITEMS,))],
-                                    "session features", reasons)
+            # The embeddings of the items the client sent ride along with the session read: most
+            # requests then need one round trip, and only the stream's other items a second one.
+            known = list(dict.fromkeys(request_items))
+            reads = [ReadRequest(s.SESSION_FEATURES_VIEW, [session_id], (s.RECENT_ITEMS,))]
+            if known:
+                reads.append(ReadRequest(s.ITEM_EMBEDDINGS_VIEW, known, (s.EMBEDDING,)))
+            rows = await self._read(budget, reads, "session features", reasons)
             session_row = rows[0][0] if rows else None
             stream_items = list(session_row[s.RECENT_ITEMS] or []) if session_row else []
+            if rows is not None and known:
+                prefetched = dict(zip(known, rows[1]))
             timings.lap("session_features")
         items = merge_session_items(stream_items, request_items, self.settings.max_session_items)
         exclude = set(items) if exclude_seen else set()
 
-        embeddings = await self._item_embeddings(budget, items, reasons) if items else []
+        embeddings = await self._item_embeddings(budget, items, reasons, prefetched) if items else []
         timings.lap("embeddings")
         embedding = session_embedding(np.asarray(embeddings), self.settings.recency_decay) if embeddings else None
 

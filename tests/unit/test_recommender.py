@@ -102,6 +102,27 @@ async def test_request_items_only_is_the_batch_stage(tmp_path):
     assert result.stage == "batch" and len(result.items) == 5
 
 
+async def test_request_items_ride_along_with_the_session_read(tmp_path):
+    model = tiny_model(tmp_path)
+    store = ViewCountingStore(model)
+    result = await recommender(model, store).recommend("new", 5, [1100, 1101])
+    assert result.stage == "batch" and not result.degraded_reasons
+    # session row and both embeddings in one round trip (then the candidates' trending rows)
+    assert store.views_per_call[0] == [s.SESSION_FEATURES_VIEW, s.ITEM_EMBEDDINGS_VIEW]
+    assert [s.ITEM_EMBEDDINGS_VIEW] not in store.views_per_call
+    assert store.keys_read[s.ITEM_EMBEDDINGS_VIEW] == 2
+
+
+async def test_only_stream_items_the_client_did_not_send_are_read_afterwards(tmp_path):
+    model = tiny_model(tmp_path)
+    store = ViewCountingStore(model)
+    store.sessions = {"s": {s.RECENT_ITEMS: [1010, 1011, 1012]}}
+    result = await recommender(model, store).recommend("s", 5, [1012])
+    assert result.session_items == [1010, 1011, 1012] and not result.degraded_reasons
+    assert store.views_per_call[:2] == [[s.SESSION_FEATURES_VIEW, s.ITEM_EMBEDDINGS_VIEW], [s.ITEM_EMBEDDINGS_VIEW]]
+    assert store.keys_read[s.ITEM_EMBEDDINGS_VIEW] == 3  # 1012 with the session row, then 1010 and 1011
+
+
 async def test_slow_online_store_degrades_within_the_budget(tmp_path):
     model = tiny_model(tmp_path)
     slow = recommender(model, FakeStore(model, delay_s=0.5), budget_ms=30)
@@ -180,8 +201,10 @@ class ViewCountingStore(FakeStore):
     def __init__(self, model: ModelArtifacts) -> None:
         super().__init__(model)
         self.keys_read: dict[str, int] = {}
+        self.views_per_call: list[list[str]] = []
 
     async def read_many(self, requests):
+        self.views_per_call.append([request.view for request in requests])
         for request in requests:
             self.keys_read[request.view] = self.keys_read.get(request.view, 0) + len(request.keys)
         out = await super().read_many(requests)
