@@ -3,8 +3,8 @@
 What runs, in one process and against one server:
 
 - **the server** — `streamrec serve` started here (127.0.0.1, a free port, the environment of
-  `Settings`, the current model version), stopped at the end, also on errors and Ctrl-C; or an
-  already running one with `--url`.
+  `Settings`, the current model version, `--workers` processes), stopped at the end, also on
+  errors and Ctrl-C; or an already running one with `--url`.
 - **request bodies** — a few thousand realistic sessions, all in the model's catalogue: test-prefixes
   of the dataset the model was trained on (its path is in the model meta `dataset`; SR-GNN folders
   have `test_pairs.tsv.gz`), else random prefixes of that dataset's sessions, else walks over the
@@ -14,7 +14,7 @@ What runs, in one process and against one server:
   co-visitation candidates, trending read, ranker).
 - **closed loop** — `wrk -t1 -cN -d{duration}s` per concurrency level N: N connections, each sends
   its next request as soon as the previous answer arrives. One wrk thread, because this is a
-  2-core machine and the server (one uvicorn process, one event loop) needs the other core; the
+  2-core machine and the server's processes need the cores (wrk's thread uses ~10% of one); the
   figures are loopback figures with the client on the same machine. A Lua script rotates through
   the bodies, counts non-2xx, degraded and fallback answers, and prints p50/p95/p99/max as one JSON
   line from its `done()` hook (wrk's own `--latency` text has no p95).
@@ -26,6 +26,9 @@ What runs, in one process and against one server:
   session with a never-seen id (one online-store read, then the in-memory popular list; no
   retrieval, no ranking). Its figures are what HTTP, FastAPI and the client cost; the
   recommend / reference ratios of p50, p99 and requests/s say what the pipeline adds.
+- **server CPU** — the CPU seconds of the server's processes over each level, per answer
+  (`server_cpu_ms_per_request`), and the mean latency no server could beat with that much CPU
+  per answer on this machine's cores at that concurrency (`mean_ms_floor`, Little's law).
 - **response check** — before the load, a sequential sample of the bodies is sent and parsed: the
   stage must not be a fallback for non-empty sessions and `degraded` must be false; the mean
   server-side step timings (`timings_ms`) of that sample are reported. Under load every response is
@@ -33,7 +36,8 @@ What runs, in one process and against one server:
 
 A few seconds of warm-up (wrk, concurrency 8, not measured) precede the measurements. The JSON last
 line has `levels` and `reference_levels` (concurrency, rps, p50/p95/p99/max_ms, errors, non_2xx,
-degraded, fallback), `ratios`, `rate`, `catalogue_items`, `model_version`, `scorer`, and the issue's
+degraded, fallback, and `ranked_rps`: the answers per second that the full pipeline produced, not a
+fallback; the requests/s target counts these), `ratios`, `rate`, `catalogue_items`, `model_version`, `scorer`, and the issue's
 targets with where we stand.
 """
 
@@ -92,6 +96,7 @@ class ServeBenchOptions:
     sample: int = 200  # sequential requests parsed before the load
     timeout_s: float = 2.0
     seed: int = 0
+    workers: int | None = None  # processes of the started server; None = STREAMREC_API_WORKERS
 
 
 class BenchSetupError(RuntimeError):
@@ -288,9 +293,11 @@ def parse_wrk_output(stdout: str) -> dict[str, float]:
     raw = json.loads(line)
     duration_s = raw["duration_us"] / 1e6
     socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    ranked = raw["responses"] - raw["non_2xx"] - raw["fallback"]  # answered by the full pipeline
     return {
         "requests": int(raw["requests"]),
         "rps": round(raw["requests"] / duration_s, 1) if duration_s > 0 else 0.0,
+        "ranked_rps": round(ranked / duration_s, 1) if duration_s > 0 else 0.0,
         "p50_ms": round(raw["p50_us"] / 1000, 3), "p95_ms": round(raw["p95_us"] / 1000, 3),
         "p99_ms": round(raw["p99_us"] / 1000, 3), "max_ms": round(raw["max_us"] / 1000, 3),
         "mean_ms": round(raw["mean_us"] / 1000, 3),
@@ -395,7 +402,8 @@ def _health(url: str) -> dict | None:
 
 
 @contextmanager
-def running_server(settings: Settings, url: str | None, timeout_s: float = 180.0) -> Iterator[tuple[str, int | None]]:
+def running_server(settings: Settings, url: str | None, timeout_s: float = 180.0,
+                   workers: int | None = None) -> Iterator[tuple[str, int | None]]:
     """(base url, pid or None): the given server, or `streamrec serve` started here and stopped on exit."""
     if url is not None:
         if _health(url.rstrip("/")) is None:
@@ -410,8 +418,9 @@ def running_server(settings: Settings, url: str | None, timeout_s: float = 180.0
     name = f"bench-api-{port}"
     env = {**settings.to_env(), "STREAMREC_API_HOST": "127.0.0.1", "STREAMREC_API_PORT": str(port)}
     base = f"http://127.0.0.1:{port}"
-    pid = process.start_detached(name, [sys.executable, "-m", "streamrec.cli", "serve", "--host", "127.0.0.1",
-                                        "--port", str(port)], settings, env=env)
+    argv = [sys.executable, "-m", "streamrec.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers or settings.api_workers)]
+    pid = process.start_detached(name, argv, settings, env=env)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         def answering() -> bool:
@@ -483,6 +492,46 @@ def check_responses(url: str, bodies: Sequence[str], reference_bodies: Sequence[
             "server_timings_p50_ms": {step: round(float(np.median(v)), 3) for step, v in timings.items()}}
 
 
+# --- server CPU: what the closed loop can reach at best --------------------------------------
+
+def server_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) of the server and its worker processes so far; None if unknown."""
+    if pid is None:
+        return None
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return None
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def cpu_bound(before: float | None, after: float | None, level: dict, cores: int | None = None) -> dict[str, Any]:
+    """Server CPU per answer at this level, and the floor it sets on closed-loop latency.
+
+    With c ms of server CPU per request and n cores, no more than n/c requests per ms can be
+    answered, so N connections in a closed loop wait at least N·c/n ms on average (Little's law),
+    even if HTTP, the client and Redis cost nothing; p99 is above the mean.
+    """
+    import os
+
+    if before is None or after is None or not level["requests"]:
+        return {"server_cpu_ms_per_request": None, "mean_ms_floor": None}
+    per_request_ms = 1000 * (after - before) / level["requests"]
+    cores = cores or os.cpu_count() or 1
+    return {"server_cpu_ms_per_request": round(per_request_ms, 3),
+            "mean_ms_floor": round(level["concurrency"] * per_request_ms / cores, 2)}
+
+
 # --- the benchmark -----------------------------------------------------------------------------
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -495,7 +544,7 @@ def where_we_stand(levels: list[dict], errors: int, targets: Targets = Targets()
     at_32, at_1 = by_concurrency.get(32), by_concurrency.get(1)
     rows = {
         "p99_ms_at_32": (targets.p99_ms_at_32, at_32 and at_32["p99_ms"], lambda v, t: v <= t),
-        "rps_at_32": (targets.rps_at_32, at_32 and at_32["rps"], lambda v, t: v >= t),
+        "rps_at_32": (targets.rps_at_32, at_32 and at_32["ranked_rps"], lambda v, t: v >= t),
         "p50_ms_at_1": (targets.p50_ms_at_1, at_1 and at_1["p50_ms"], lambda v, t: v <= t),
         "errors": (0, errors, lambda v, t: v <= t),
     }
@@ -522,7 +571,7 @@ def run_serve_bench(settings: Settings, options: ServeBenchOptions) -> dict[str,
     notes: list[str] = []
 
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-serve-") as folder, \
-            running_server(settings, options.url) as (url, pid):
+            running_server(settings, options.url, workers=options.workers) as (url, pid):
         work = Path(folder)
         script = work / "bench.lua"
         script.write_text(WRK_SCRIPT)
@@ -555,9 +604,10 @@ def run_serve_bench(settings: Settings, options: ServeBenchOptions) -> dict[str,
         reference_levels: list[dict] = []
         for concurrency in options.concurrency:
             console.print(f"concurrency {concurrency}: recommend, then reference, {options.duration_s:g}s each")
-            levels.append(run_wrk(url, script, recommend_file, concurrency, options.duration_s, options.timeout_s))
-            reference_levels.append(run_wrk(url, script, reference_file, concurrency, options.duration_s,
-                                            options.timeout_s))
+            for path_file, results in ((recommend_file, levels), (reference_file, reference_levels)):
+                before = server_cpu_s(pid)
+                level = run_wrk(url, script, path_file, concurrency, options.duration_s, options.timeout_s)
+                results.append({**level, **cpu_bound(before, server_cpu_s(pid), level)})
 
         rate: dict[str, Any] | None = None
         if options.rate > 0:
@@ -593,6 +643,7 @@ def run_serve_bench(settings: Settings, options: ServeBenchOptions) -> dict[str,
         "client": {"closed_loop": "wrk -t1 (one thread; the server needs the other core)",
                    "open_loop": "aiohttp + uvloop, latency from the scheduled send time"},
         "server": options.url or "started by the benchmark",
+        "server_workers": None if options.url else options.workers or settings.api_workers,
         "notes": notes,
     }
 
@@ -603,8 +654,8 @@ def render(result: dict[str, Any]) -> None:
 
 
 def _render(result: dict[str, Any]) -> None:
-    columns = ("concurrency", "rps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "non_2xx", "degraded",
-               "fallback")
+    columns = ("concurrency", "rps", "ranked_rps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "non_2xx",
+               "degraded", "fallback", "server_cpu_ms_per_request", "mean_ms_floor")
     rows = [{"path": "recommend", **{c: level[c] for c in columns}} for level in result["levels"]]
     rows += [{"path": "reference", **{c: level[c] for c in columns}} for level in result["reference_levels"]]
     print_table(f"POST /recommend, closed loop (wrk -t1), model {result['model_version']}, "
@@ -638,6 +689,8 @@ def serve(
     bodies: Annotated[int, typer.Option(min=10, help="Distinct request bodies in rotation.")] = 4000,
     sample: Annotated[int, typer.Option(min=0, help="Sequential requests parsed and checked first.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the session sample.")] = 0,
+    workers: Annotated[Optional[int], typer.Option(
+        min=1, help="Processes of the started server (default STREAMREC_API_WORKERS).")] = None,
 ) -> None:
     """`POST /recommend` under load: wrk at fixed concurrency, an open loop at a fixed rate, against a reference."""
     try:
@@ -647,7 +700,7 @@ def serve(
     if not levels or min(levels) < 1:
         raise typer.BadParameter("--concurrency needs at least one level, each ≥ 1")
     options = ServeBenchOptions(duration_s=duration, concurrency=levels, rate=rate, url=url, warmup_s=warmup,
-                                bodies=bodies, sample=sample, seed=seed)
+                                bodies=bodies, sample=sample, seed=seed, workers=workers)
     try:
         result = run_serve_bench(get_settings(), options)
     except BenchSetupError as exc:

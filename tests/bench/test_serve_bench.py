@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.serve import parse_wrk_output, request_bodies, sample_sessions
+from bench.serve import cpu_bound, parse_wrk_output, request_bodies, sample_sessions, where_we_stand
 from serving.schemas import RecommendRequest
 from streamrec.artifacts import CoVisitation, ModelArtifacts
 from streamrec.infra import process
@@ -160,3 +160,16 @@ def test_wrk_result_line_becomes_a_level() -> None:
     assert level["rps"] == 100.0 and level["p50_ms"] == 1.5 and level["p95_ms"] == 2.5 and level["max_ms"] == 9.0
     assert level["errors"] == 4 and level["non_2xx"] == 2 and level["timeouts"] == 1  # read + timeout + non-2xx
     assert level["degraded_reasons"] == {"retrieval": 3}
+    assert level["ranked_rps"] == 98.5  # 199 answers, 2 of them non-2xx, none a fallback, over 2 s
+
+
+def test_fallback_answers_do_not_count_towards_the_ranked_throughput_target() -> None:
+    level = {"concurrency": 32, "rps": 900.0, "ranked_rps": 450.0, "p99_ms": 40.0}
+    targets = where_we_stand([level, {"concurrency": 1, "p50_ms": 3.0}], errors=0)
+    assert targets["rps_at_32"] == {"target": 500.0, "measured": 450.0, "met": False}
+
+
+def test_cpu_per_answer_sets_a_floor_under_closed_loop_latency() -> None:
+    bound = cpu_bound(10.0, 12.0, {"concurrency": 32, "requests": 1000}, cores=2)
+    assert bound == {"server_cpu_ms_per_request": 2.0, "mean_ms_floor": 32.0}  # 32 waiting × 2 ms / 2 cores
+    assert cpu_bound(None, 12.0, {"concurrency": 32, "requests": 1000})["mean_ms_floor"] is None
