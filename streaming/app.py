@@ -20,7 +20,7 @@ from functools import lru_cache
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streaming import metrics
+from streaming import fast_delivery, metrics
 from streaming.topics import ITEM_TABLE, SESSION_TABLE, by_item_topic
 from streaming.processor import ItemBatchProcessor, ItemClick, RawRecord, SessionBatchProcessor
 from streamrec.online_store import OnlineStore
@@ -61,7 +61,7 @@ def create_app(settings: Settings) -> faust.App:
     sessions = _key_partitioned_table(app, SESSION_TABLE, settings.clicks_partitions)
     items = _key_partitioned_table(app, ITEM_TABLE, settings.clicks_partitions)
 
-    _never_drop_redeliveries(app, {settings.clicks_topic, by_item_topic(settings)})
+    _tune_consumer(app, {settings.clicks_topic, by_item_topic(settings)})
     store = OnlineStore.from_url(settings.redis_url, timeout_s=settings.write_timeout_s)  # one timeout per batch
 
     async def send_dead_letter(message: bytes) -> None:
@@ -126,16 +126,18 @@ class SourceReadOffsets(defaultdict):
         return super().__getitem__(tp)
 
 
-def _never_drop_redeliveries(app: faust.App, source_topics: set[str]) -> None:
-    """Give the app's consumer a `SourceReadOffsets` before it starts fetching."""
+def _tune_consumer(app: faust.App, source_topics: set[str]) -> None:
+    """Before the app's consumer starts fetching: a `SourceReadOffsets`, and the fetch loop of
+    `streaming.fast_delivery`."""
     new_consumer = app._new_consumer
 
-    def consumer_with_blind_read_offsets():  # noqa: ANN202
+    def tuned_consumer():  # noqa: ANN202
         consumer = new_consumer()
         consumer._read_offset = SourceReadOffsets(source_topics)
+        fast_delivery.install(app, consumer)
         return consumer
 
-    app._new_consumer = consumer_with_blind_read_offsets  # type: ignore[method-assign]
+    app._new_consumer = tuned_consumer  # type: ignore[method-assign]
 
 
 class KeyPartitionedTable(faust.Table):
