@@ -80,10 +80,11 @@ def expected_sessions(clicks: list[tuple[str, int]], max_recent: int) -> dict[st
 
 @dataclass
 class Replay:
-    """Sends the clicks at RATE from a background thread."""
+    """Sends the clicks at `rate` from a background thread."""
 
     settings: Settings
     clicks: list[tuple[str, int]]
+    rate: float = RATE  # clicks per second
     sent: int = 0
     errors: list[BaseException] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
@@ -98,7 +99,7 @@ class Replay:
             producer = make_producer(self.settings)
             started = time.time()
             for i, (sid, item) in enumerate(self.clicks):
-                delay = started + i / RATE - time.time()
+                delay = started + i / self.rate - time.time()
                 if delay > 0:
                     time.sleep(delay)
                 value = ClickEvent(session_id=sid, item_id=item, ts=time.time()).to_bytes()
