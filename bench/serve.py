@@ -14,8 +14,8 @@ What runs, in one process and against one server:
   co-visitation candidates, trending read, ranker).
 - **closed loop** — `wrk -t1 -cN -d{duration}s` per concurrency level N: N connections, each sends
   its next request as soon as the previous answer arrives. One wrk thread, because this is a
-  2-core machine and the server's processes need the cores (wrk's thread uses ~10% of one); the
-  figures are loopback figures with the client on the same machine. A Lua script rotates through
+  2-core machine and the server's processes need the cores; the figures are loopback figures
+  with the client on the same machine. A Lua script rotates through
   the bodies, counts non-2xx, degraded and fallback answers, and prints p50/p95/p99/max as one JSON
   line from its `done()` hook (wrk's own `--latency` text has no p95).
 - **open loop** — wrk cannot offer a fixed rate, so an asyncio client (aiohttp, uvloop) sends
@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -522,8 +523,6 @@ def cpu_bound(before: float | None, after: float | None, level: dict, cores: int
     answered, so N connections in a closed loop wait at least N·c/n ms on average (Little's law),
     even if HTTP, the client and Redis cost nothing; p99 is above the mean.
     """
-    import os
-
     if before is None or after is None or not level["requests"]:
         return {"server_cpu_ms_per_request": None, "mean_ms_floor": None}
     per_request_ms = 1000 * (after - before) / level["requests"]

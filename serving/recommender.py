@@ -122,8 +122,8 @@ class Recommender:
     async def _item_embeddings(self, budget: Budget, items: list[int], reasons: list[str],
                                prefetched: dict[int, dict | None]) -> list[np.ndarray]:
         """Embeddings of the session's items from the online store (rows already `prefetched` are
-        not read again); the model's copy if it is down."""
-        stored = dict(prefetched)
+        not read again; the others are added to it); the model's copy if it is down."""
+        stored = prefetched
         to_read = [item for item in items if item not in stored]
         if to_read:
             rows = await self._read(budget, [ReadRequest(s.ITEM_EMBEDDINGS_VIEW, to_read, (s.EMBEDDING,))],

@@ -134,7 +134,7 @@ def _tune_consumer(app: faust.App, source_topics: set[str]) -> None:
     def tuned_consumer():  # noqa: ANN202
         consumer = new_consumer()
         consumer._read_offset = SourceReadOffsets(source_topics)
-        fast_delivery.install(app, consumer)
+        fast_delivery.install(consumer)
         return consumer
 
     app._new_consumer = tuned_consumer  # type: ignore[method-assign]

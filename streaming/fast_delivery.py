@@ -47,7 +47,7 @@ def delivery_cannot_block(app: faust.App, consumer: Any) -> Callable[[Any], bool
     return check
 
 
-def install(app: faust.App, consumer: Any) -> bool:
+def install(consumer: Any) -> bool:
     """Give `consumer` the fetch loop below; False (Faust's own loop kept) on an untested Faust."""
     if not faust.__version__.startswith(TESTED_FAUST):
         log.warning("faust %s: keeping Faust's own fetch loop (fast delivery is written for %s)",

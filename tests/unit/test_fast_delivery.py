@@ -61,11 +61,11 @@ def test_an_untested_faust_keeps_its_own_loop(monkeypatch: pytest.MonkeyPatch,
     consumer = SimpleNamespace(_drain_messages="faust's")
     monkeypatch.setattr(faust, "__version__", "0.99.0")
     with caplog.at_level(logging.WARNING):
-        assert not fast_delivery.install(None, consumer)  # type: ignore[arg-type]
+        assert not fast_delivery.install(consumer)
     assert consumer._drain_messages == "faust's" and "keeping Faust's own fetch loop" in caplog.text
 
 
 def test_the_installed_faust_gets_the_loop() -> None:
     consumer = SimpleNamespace(_drain_messages="faust's")
-    assert fast_delivery.install(None, consumer)  # type: ignore[arg-type]
+    assert fast_delivery.install(consumer)
     assert asyncio.iscoroutinefunction(consumer._drain_messages)
