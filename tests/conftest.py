@@ -90,20 +90,29 @@ def worker(live_settings: Settings) -> Iterator[int]:
     process.stop("worker", live_settings)
 
 
-@pytest.fixture(scope="session")
-def api(live_settings: Settings) -> Iterator[str]:
-    process.start_detached("api", [*CLI, "serve"], live_settings, env=live_settings.to_env())
-    base = f"http://127.0.0.1:{live_settings.api_port}"
+def start_api(name: str, settings: Settings, *args: str, healthy_status: tuple[int, ...] = (200,),
+              timeout_s: float = 120) -> str:
+    """`streamrec serve *args` on settings.api_port, started under pid name `name`; its base url once
+    /health answers with one of `healthy_status` (the log tail if it dies or never does)."""
+    process.start_detached(name, [*CLI, "serve", *args], settings, env=settings.to_env())
+    base = f"http://127.0.0.1:{settings.api_port}"
 
-    def healthy() -> bool:
+    def up() -> bool:
+        if process.is_running(name, settings) is None:
+            raise AssertionError(f"the API died:\n{process.log_tail(name, settings)}")
         try:
-            return httpx.get(f"{base}/health", timeout=1).status_code == 200
+            return httpx.get(f"{base}/health", timeout=2).status_code in healthy_status
         except httpx.HTTPError:
             return False
 
     try:
-        wait_for(healthy, 90, "the API's /health to report ok")
-    except AssertionError:
-        raise AssertionError(process.log_tail("api", live_settings))
-    yield base
+        wait_for(up, timeout_s, f"{name} to answer /health")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{process.log_tail(name, settings)}") from None
+    return base
+
+
+@pytest.fixture(scope="session")
+def api(live_settings: Settings) -> Iterator[str]:
+    yield start_api("api", live_settings)
     process.stop("api", live_settings)

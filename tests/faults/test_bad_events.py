@@ -28,6 +28,7 @@ from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
 from tests.faults.conftest import own_worker_settings
 from tests.conftest import CLI, wait_for
+from tests.faults.test_worker_restart import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(400)]
 
@@ -223,29 +224,6 @@ def read_store(settings: Settings, sessions: list[str], items: list[int]) -> tup
     session_rows, item_rows = asyncio.run(read())
     return dict(zip(sessions, session_rows)), dict(zip(items, item_rows))
 
-
-def read_topic(settings: Settings, topic: str) -> list:
-    """Every record of `topic`, all partitions, from the beginning to the current end."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000,
-                             fetch_max_bytes=8 * 1024 * 1024)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        records = []
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            batch = consumer.poll(timeout_ms=2000)
-            if not batch:
-                break
-            for part in batch.values():
-                records.extend(part)
-        return records
-    finally:
-        consumer.close()
 
 
 def web_up(settings: Settings) -> bool:

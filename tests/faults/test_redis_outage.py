@@ -25,7 +25,7 @@ import pytest
 from streamrec.infra import process, redis_server
 from streamrec.infra.kafka import free_port
 from streamrec.settings import Settings
-from tests.conftest import CLI, wait_for
+from tests.conftest import start_api, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -72,22 +72,6 @@ def feast(settings: Settings, args: list[str]) -> None:
     done = subprocess.run(feast_argv(settings, args), env={**os.environ, **settings.feast_env()},
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, f"feast {' '.join(args)} failed:\n{(done.stdout + done.stderr)[-3000:]}"
-
-
-def start_api(name: str, settings: Settings, healthy_status: tuple[int, ...] = (200,)) -> str:
-    process.start_detached(name, [*CLI, "serve"], settings, env=settings.to_env())
-    base = f"http://127.0.0.1:{settings.api_port}"
-
-    def up() -> bool:
-        if process.is_running(name, settings) is None:
-            raise AssertionError(f"the API died:\n{process.log_tail(name, settings)}")
-        try:
-            return httpx.get(f"{base}/health", timeout=2).status_code in healthy_status
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, 90, f"{name} to answer /health")
-    return base
 
 
 @pytest.fixture()

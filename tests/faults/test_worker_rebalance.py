@@ -16,15 +16,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from streaming.producer import make_producer
-from streamrec.events import ClickEvent
 from streamrec.infra import process
 from streamrec.infra.kafka import free_port
 from streamrec.settings import Settings
 from tests.conftest import CLI, wait_for
 from tests.faults.conftest import own_worker_settings
 from tests.faults.test_worker_restart import (
-    EVENTS, Replay, applied_total, expected_sessions, mismatches, read_store, worker_metrics, workload,
+    EVENTS, Replay, applied_total, expected_sessions, mismatches, read_store, start_applying_worker, worker_metrics,
+    workload,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(400)]
@@ -56,18 +55,7 @@ def test_clicks_survive_a_worker_joining_and_one_leaving_mid_replay(two_workers)
     item_counts = Counter(item for _, item in clicks)
     sessions, items = sorted(expected), sorted(item_counts)
 
-    process.start_detached(FIRST, [*CLI, "stream"], first, env=first.to_env())
-    warm_session, warm_item = clicks[0]
-    producer = make_producer(first)
-    producer.send(first.clicks_topic, key=warm_session.encode(),
-                  value=ClickEvent(session_id=warm_session, item_id=warm_item, ts=time.time()).to_bytes())
-    producer.flush(10)
-    producer.close()
-    try:
-        wait_for(lambda: applied_total(read_store(first, [warm_session], [])[0]) == 1, 120,
-                 "the first worker to apply its first click")
-    except AssertionError:
-        raise AssertionError(process.log_tail(FIRST, first)) from None
+    start_applying_worker(FIRST, first, clicks[0])
 
     replay = Replay(first, clicks[1:], rate=RATE)
     thread = replay.start()

@@ -50,6 +50,23 @@ def start(settings: Settings) -> int:
     return process.start_detached(WORKER, [*CLI, "stream"], settings, env=settings.to_env())
 
 
+def start_applying_worker(name: str, settings: Settings, click: tuple[str, int]) -> int:
+    """A worker started under pid name `name`, returned once it has applied `click` (session, item)."""
+    pid = process.start_detached(name, [*CLI, "stream"], settings, env=settings.to_env())
+    session, item = click
+    producer = make_producer(settings)
+    producer.send(settings.clicks_topic, key=session.encode(),
+                  value=ClickEvent(session_id=session, item_id=item, ts=time.time()).to_bytes())
+    producer.flush(10)
+    producer.close()
+    try:
+        wait_for(lambda: applied_total(read_store(settings, [session], [])[0]) == 1, 120,
+                 f"{name} to apply its first click")
+    except AssertionError:
+        raise AssertionError(process.log_tail(name, settings)) from None
+    return pid
+
+
 def kill_hard(pid: int) -> None:
     os.killpg(pid, signal.SIGKILL)  # start_detached made the worker a session (and group) leader
     wait_for(lambda: process._proc_info(pid) is None, 10, f"worker pid {pid} to die after SIGKILL")
@@ -155,7 +172,8 @@ def read_topic(settings: Settings, topic: str) -> list:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000,
+                             fetch_max_bytes=8 * 1024 * 1024)  # dead letters of giant events
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(partitions)
@@ -239,18 +257,7 @@ def test_a_worker_killed_mid_replay_recovers_and_applies_every_click_exactly_onc
     assert len(clicks) == EVENTS and len(expected) == SESSIONS
 
     # 1. A worker that is up and applying clicks (its first click is part of the workload).
-    pid = start(settings)
-    warm_session, warm_item = clicks[0]
-    producer = make_producer(settings)
-    producer.send(settings.clicks_topic, key=warm_session.encode(),
-                  value=ClickEvent(session_id=warm_session, item_id=warm_item, ts=time.time()).to_bytes())
-    producer.flush(10)
-    producer.close()
-    try:
-        wait_for(lambda: applied_total(read_store(settings, [warm_session], [])[0]) == 1, 120,
-                 "the worker to apply its first click")
-    except AssertionError:
-        raise AssertionError(process.log_tail(WORKER, settings))
+    pid = start_applying_worker(WORKER, settings, clicks[0])
 
     # 2. Replay the rest; SIGKILL the worker mid-stream; restart it while the replay goes on.
     replay = Replay(settings, clicks[1:])

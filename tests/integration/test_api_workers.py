@@ -11,7 +11,7 @@ import pytest
 from streamrec.infra import process
 from streamrec.infra.kafka import free_port
 from streamrec.settings import Settings
-from tests.conftest import CLI, wait_for
+from tests.conftest import start_api
 
 REQUESTS = 60
 
@@ -19,23 +19,12 @@ REQUESTS = 60
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_two_workers_serve_and_metrics_sum_over_both(live_settings: Settings) -> None:
-    port = free_port()
-    name = f"api-workers-{port}"
-    pid = process.start_detached(name, [*CLI, "serve", "--port", str(port), "--workers", "2"], live_settings,
-                                 env=live_settings.to_env())
-    base = f"http://127.0.0.1:{port}"
+    settings = Settings(**{**live_settings.model_dump(), "api_port": free_port()})
+    name = f"api-workers-{settings.api_port}"
     try:
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{base}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        try:
-            wait_for(healthy, 120, "both API workers to start")
-        except AssertionError:
-            raise AssertionError(process.log_tail(name, live_settings)) from None
-        assert len(psutil.Process(pid).children(recursive=True)) >= 2
+        base = start_api(name, settings, "--workers", "2")
+        pid = process.is_running(name, settings)
+        assert pid is not None and len(psutil.Process(pid).children(recursive=True)) >= 2
 
         for i in range(REQUESTS):  # a new connection each time, so the kernel spreads them over the workers
             answer = httpx.post(f"{base}/recommend", json={"session_id": f"workers-{i}", "k": 5}, timeout=5)
@@ -47,4 +36,4 @@ def test_two_workers_serve_and_metrics_sum_over_both(live_settings: Settings) ->
             counts = re.findall(r'^streamrec_recommend_seconds_count\{stage="[^"]+"\} (\S+)$', text, re.MULTILINE)
             assert sum(float(c) for c in counts) == REQUESTS, text[:2000]
     finally:
-        process.stop(name, live_settings)
+        process.stop(name, settings)

@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import numpy as np
-import pytest
 
 from candidates.index import CandidateIndex, build_index
 from feature_repo import schema as s
@@ -60,9 +59,10 @@ class FakeStore:
         return out
 
 
-def recommender(model, store, budget_ms=50.0) -> Recommender:
+def recommender(model, store, budget_ms=50.0, scorer=None, **settings) -> Recommender:
     index, info = build_index(model.item_embeddings, model.item_ids)
-    return Recommender(Settings(latency_budget_ms=budget_ms), store, model, CandidateIndex(index, info), "v1:flat")
+    return Recommender(Settings(latency_budget_ms=budget_ms, **settings), store, model, CandidateIndex(index, info),
+                       "v1:flat", scorer=scorer)
 
 
 def test_merge_keeps_latest_position_and_limit():
@@ -249,9 +249,7 @@ async def test_trending_is_not_read_when_the_scorer_does_not_use_it(tmp_path):
 async def test_trending_rows_are_reused_within_the_cache_ttl_only(tmp_path):
     model = tiny_model(tmp_path)
     store = ViewCountingStore(model)
-    rec = Recommender(Settings(item_feature_cache_ms=200), store, model,
-                      CandidateIndex(*build_index(model.item_embeddings, model.item_ids)), "v1:flat",
-                      scorer=TrendingScorer())
+    rec = recommender(model, store, scorer=TrendingScorer(), item_feature_cache_ms=200)
     first = await rec.recommend("s", 10, [1000, 1001])
     read_once = store.keys_read[s.ITEM_TRENDING_VIEW]
     again = await rec.recommend("s", 10, [1000, 1001])
@@ -265,9 +263,7 @@ async def test_trending_rows_are_reused_within_the_cache_ttl_only(tmp_path):
 async def test_no_cache_reads_trending_on_every_request(tmp_path):
     model = tiny_model(tmp_path)
     store = ViewCountingStore(model)
-    rec = Recommender(Settings(item_feature_cache_ms=0), store, model,
-                      CandidateIndex(*build_index(model.item_embeddings, model.item_ids)), "v1:flat",
-                      scorer=TrendingScorer())
+    rec = recommender(model, store, scorer=TrendingScorer(), item_feature_cache_ms=0)
     await rec.recommend("s", 10, [1000, 1001])
     await rec.recommend("s", 10, [1000, 1001])
     assert store.keys_read[s.ITEM_TRENDING_VIEW] > 0
