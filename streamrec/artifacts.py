@@ -19,6 +19,7 @@ ITEM_IDS = "item_ids.npy"  # int64 [n]: catalogue item ids, row order of every p
 ITEM_EMBEDDINGS = "item_embeddings.npy"  # float32 [n, d], L2-normalised rows
 ITEM_POPULARITY = "item_popularity.npy"  # int64 [n]: training clicks per item
 ITEM_RECENT_POPULARITY = "item_recent_popularity.npy"  # int64 [n]: clicks in the latest part of training
+ITEM_CATEGORIES = "item_categories.npy"  # int64 [n]: category per item, -1 unknown; only if the dataset has them
 POPULAR = "popular.npy"  # int64 [m]: item ids, most popular first
 COVISIT = "covisit.npz"  # CSR by item row: indptr [n+1], neighbours (item ids), scores float32
 INDEX = "index.faiss"  # FAISS index, id-mapped to item ids
@@ -53,6 +54,7 @@ class ModelArtifacts:
     covisit: CoVisitation
     meta: dict[str, Any] = field(default_factory=dict)
     item_recent_popularity: np.ndarray | None = None  # None in versions trained before it existed
+    item_categories: np.ndarray | None = None  # None when the dataset has no categories
 
     def __post_init__(self) -> None:
         if self.item_recent_popularity is None:
@@ -83,6 +85,8 @@ class ModelArtifacts:
         np.save(self.path / ITEM_POPULARITY, self.item_popularity.astype(np.int64))
         np.save(self.path / POPULAR, self.popular.astype(np.int64))
         np.save(self.path / ITEM_RECENT_POPULARITY, np.asarray(self.item_recent_popularity, dtype=np.int64))
+        if self.item_categories is not None:
+            np.save(self.path / ITEM_CATEGORIES, np.asarray(self.item_categories, dtype=np.int64))
         np.savez(
             self.path / COVISIT,
             indptr=self.covisit.indptr.astype(np.int64),
@@ -109,6 +113,7 @@ class ModelArtifacts:
             meta=meta,
             item_recent_popularity=np.load(path / ITEM_RECENT_POPULARITY)
             if (path / ITEM_RECENT_POPULARITY).exists() else None,
+            item_categories=np.load(path / ITEM_CATEGORIES) if (path / ITEM_CATEGORIES).exists() else None,
         )
 
 

@@ -81,7 +81,9 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     artifacts = ModelArtifacts(version=version, path=settings.models_dir / version, item_ids=item_ids,
                                item_embeddings=result.embeddings, item_popularity=popularity,
                                popular=popular, covisit=covisit, meta=meta,
-                               item_recent_popularity=recent_item_popularity(data, item_ids))
+                               item_recent_popularity=recent_item_popularity(data, item_ids),
+                               item_categories=np.array([data.categories.get(i, -1) for i in item_ids.tolist()])
+                               if data.categories else None)  # -1 = feature_repo's CATEGORY_UNKNOWN
     index, index_info = build_index(result.embeddings, item_ids, target_recall=knobs.get("target_recall", 0.95),
                                     k=knobs.get("index_k", 100))
     t = lap("index", t)
