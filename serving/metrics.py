@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -21,6 +21,12 @@ REQUEST_SECONDS = Histogram(
 )
 DEGRADED = Counter("streamrec_recommend_degraded_total", "Recommendations served degraded.", ["reason"])
 EVENTS = Counter("streamrec_api_events_total", "Click events received by POST /events.", ["outcome"])
+# Set every ~2 s by each API process (serving.ops.watch_dependencies). "mostrecent": with several
+# workers the latest check of any of them is reported. Not max/min: nobody calls mark_process_dead,
+# so a killed worker's file stays and its last value would win a max (hiding an outage) or a min
+# (reporting one forever); its stale value is always older than the live workers' fresh ones.
+DEPENDENCY_UP = Gauge("streamrec_dependency_up", "1 if the API reaches the dependency (redis, kafka), else 0.",
+                      ["dependency"], multiprocess_mode="mostrecent")
 
 
 def use_multiprocess_dir(folder: Path) -> None:

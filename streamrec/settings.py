@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # --- streaming worker -----------------------------------------------------------------
     worker_id: str = Field("streamrec-worker", description="Faust app id (consumer group).")
     worker_web_port: int = Field(6066, description="Port of the Faust worker's web/metrics server.")
+    worker_metrics_url: str | None = Field(
+        None, description="Where the API scrapes the worker's Prometheus metrics for GET /ops/summary; "
+        "unset = http://127.0.0.1:<worker_web_port>/metrics (compose: http://worker:6066/metrics).")
     recent_items: int = Field(20, ge=1, le=200, description="Recent items kept per session.")
     flush_max_events: int = Field(2000, ge=1, description="Events per online-store write batch.")
     flush_interval_ms: int = Field(
@@ -98,6 +101,11 @@ class Settings(BaseSettings):
         if url.password:
             address += f",password={url.password}"
         return address
+
+    @property
+    def worker_metrics_endpoint(self) -> str:
+        """worker_metrics_url, or the local worker's /metrics (derived, so a copy with another port follows)."""
+        return self.worker_metrics_url or f"http://127.0.0.1:{self.worker_web_port}/metrics"
 
     @property
     def batch_dir(self) -> Path:
