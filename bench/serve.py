@@ -381,8 +381,7 @@ def run_open_loop(url: str, bodies: Sequence[str], rate: float, duration_s: floa
     try:
         import uvloop
 
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(coroutine)
+        return uvloop.run(coroutine)  # also on Python 3.10, which has no asyncio.Runner
     except ImportError:
         return asyncio.run(coroutine)
 

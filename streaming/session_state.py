@@ -9,7 +9,9 @@ It also remembers which record applied each of its last events, so the same even
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import TypedDict
+
+from typing_extensions import NotRequired  # typing's own from Python 3.11
 
 
 class SessionState(TypedDict):

@@ -16,6 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feature_repo import schema as s
 from streamrec import feast_codec as codec
+from streamrec.compat import timeout
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class OnlineStore:
             return []
         connection = await self.pool.get_connection()
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with timeout(self.timeout_s):
                 await connection.send_packed_command(packed, check_health=False)
                 replies = [await connection.read_response(disable_decoding=True) for _ in range(count)]
         except BaseException as exc:
