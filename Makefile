@@ -1,19 +1,25 @@
 # The two commands a newcomer needs: `make demo` (the whole system, end to end) and `make test`.
+# Both run `setup` first: system packages if missing, and the project virtualenv (.venv), which
+# every target uses; the interpreter's own site-packages are never touched (PEP 668).
+# PYTHON picks the interpreter that creates the venv (default python3; >= 3.10).
 PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export STREAMREC_VENV := $(VENV)
 
 .PHONY: setup demo test unit faults
 
 setup:
-	bash scripts/setup.sh
+	PYTHON=$(PYTHON) bash scripts/setup.sh
 
 demo: setup
-	$(PYTHON) -m streamrec.cli demo $(ARGS)
+	$(PY) -m streamrec.cli demo $(ARGS)
 
 test: setup
-	$(PYTHON) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q $(ARGS)
 
 unit: setup
-	$(PYTHON) -m pytest -q -m "not integration" $(ARGS)
+	$(PY) -m pytest -q -m "not integration" $(ARGS)
 
 faults: setup
-	$(PYTHON) -m pytest -q -m faults tests/faults $(ARGS)
+	$(PY) -m pytest -q -m faults tests/faults $(ARGS)
