@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,7 +14,8 @@ from fastapi.responses import JSONResponse
 from serving.body_limit import BodySizeLimit
 from serving.bundle import load_recommender
 from serving.event_sink import EventSink
-from serving.routes import events, health, recommend
+from serving.ops import watch_dependencies
+from serving.routes import events, health, items, ops, recommend, ui
 from streamrec import __version__
 from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings, get_settings
@@ -37,9 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # stall every few thousand requests that showed as p99 spikes in the soak test.
         gc.collect()
         gc.freeze()
+        watcher = asyncio.create_task(watch_dependencies(store, app.state.event_sink))  # streamrec_dependency_up
         try:
             yield
         finally:
+            watcher.cancel()
+            with suppress(asyncio.CancelledError):
+                await watcher
             await app.state.event_sink.close()
             await store.close()
 
@@ -64,6 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recommend.router)
     app.include_router(events.router)
     app.include_router(health.router)
+    app.include_router(items.router)
+    app.include_router(ops.router)
+    app.include_router(ui.router)
+    app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     return app
 
 

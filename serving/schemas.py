@@ -85,3 +85,82 @@ BODY_ERRORS: dict[int | str, dict] = {
     400: {"model": ErrorBody, "description": "The body is not JSON."},
     413: {"model": ErrorBody, "description": "The body is larger than the limit."},
 }
+
+
+class CatalogueItem(BaseModel):
+    item_id: int
+    category: int | None = Field(None, description="The dataset's category; null when it has none for this item.")
+    popularity: int = Field(..., description="Clicks on the item in the model's training data.")
+    rank: int = Field(..., description="Position by popularity, 1 = most clicked.")
+
+
+class CataloguePage(BaseModel):
+    """A page of the served model version's catalogue, most popular first."""
+
+    model_version: str
+    total: int = Field(..., description="Items in the catalogue.")
+    offset: int
+    limit: int
+    has_categories: bool = Field(..., description="Whether the model version carries item categories.")
+    items: list[CatalogueItem]
+
+
+class ApiOps(BaseModel):
+    """The API's own figures, summed over its worker processes."""
+
+    events_accepted_total: float = Field(..., description="POST /events answered 202 since start.")
+    events_unavailable_total: float = Field(..., description="POST /events answered 503 (Kafka unavailable).")
+    events_per_s: float | None = Field(None, description="Accepted events per second over the window.")
+    recommend_total: float = Field(..., description="POST /recommend answers since start.")
+    recommend_per_s: float | None = None
+    recommend_p50_ms: float | None = Field(None, description="Server-side latency over the window, from the "
+                                           "streamrec_recommend_seconds buckets (interpolated, as histogram_quantile).")
+    recommend_p99_ms: float | None = None
+    degraded_share: float | None = Field(None, description="streamrec_recommend_degraded_total increase / answers "
+                                         "in the window, at most 1 (a request degraded for two reasons counts twice).")
+    stage_share: dict[str, float] = Field(default_factory=dict, description="Share of the window's answers per stage.")
+
+
+class WorkerOps(BaseModel):
+    """The streaming worker's figures, scraped from its /metrics (STREAMREC_WORKER_METRICS_URL)."""
+
+    reachable: bool
+    url: str
+    error: str = ""
+    applied_total: float | None = Field(None, description="Events applied to the online store since the worker started.")
+    duplicate_total: float | None = None
+    dead_lettered_total: float | None = None
+    events_per_s: float | None = Field(None, description="Applied events per second over the window.")
+    dead_lettered_per_s: float | None = None
+    consumer_lag: float | None = Field(None, description="Records behind the log end, summed over topics and "
+                                       "partitions; null when the worker does not export streamrec_worker_consumer_lag.")
+    consumer_lag_by_topic: dict[str, float] = Field(default_factory=dict)
+    freshness_p50_ms: float | None = Field(None, description="Kafka record timestamp → features written, over the "
+                                           "window; null without streamrec_worker_freshness_seconds or new events.")
+    freshness_p99_ms: float | None = None
+
+
+class OpsPoint(BaseModel):
+    """One interval between two consecutive snapshots of this API process (for the charts)."""
+
+    at: float = Field(..., description="Unix seconds at the end of the interval.")
+    api_events_per_s: float | None = None
+    worker_events_per_s: float | None = None
+    recommend_p99_ms: float | None = None
+    freshness_p99_ms: float | None = None
+    consumer_lag: float | None = None
+    degraded_share: float | None = None
+
+
+class OpsSummary(BaseModel):
+    """Live operations figures. Totals are cumulative; rates and percentiles cover `window_s` seconds
+    ending now, between two snapshots this API process took when it answered this endpoint (so they
+    need a previous call: null on a process's first one)."""
+
+    at: float = Field(..., description="Unix seconds of this snapshot.")
+    window_s: float | None = Field(None, description="Seconds the rates and percentiles cover; null on the first call.")
+    api: ApiOps
+    worker: WorkerOps
+    dependencies: dict[str, bool | None] = Field(
+        ..., description="redis, kafka: the API's latest check (streamrec_dependency_up, every ~2 s); null before the first.")
+    series: list[OpsPoint] = Field(default_factory=list, description="Recent intervals, oldest first (at most 120).")
