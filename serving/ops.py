@@ -154,10 +154,12 @@ def worker_snapshot(text: str) -> WorkerSnapshot:
     lag: dict[str, float] = {}
     for labels, value in samples.get("streamrec_worker_consumer_lag", ()):
         lag[labels.get("topic", "")] = lag.get(labels.get("topic", ""), 0.0) + value
+    # A labelled counter shows an outcome only once it happened: if the counter is there, absent = 0.
+    zero = 0.0 if "streamrec_worker_events_total" in samples else None
     return WorkerSnapshot(
-        applied=total(samples, "streamrec_worker_events_total", outcome="applied"),
-        duplicate=total(samples, "streamrec_worker_events_total", outcome="duplicate"),
-        dead_lettered=total(samples, "streamrec_worker_events_total", outcome="dead_lettered"),
+        applied=total(samples, "streamrec_worker_events_total", outcome="applied") or zero,
+        duplicate=total(samples, "streamrec_worker_events_total", outcome="duplicate") or zero,
+        dead_lettered=total(samples, "streamrec_worker_events_total", outcome="dead_lettered") or zero,
         lag_by_topic=lag,
         freshness=Buckets.of(samples, "streamrec_worker_freshness_seconds"),
     )

@@ -84,6 +84,8 @@ def test_a_restarted_worker_counts_from_zero_instead_of_going_negative():
 def test_worker_metrics_not_exported_yet_are_null():
     worker = worker_snapshot(worker_text(applied=5))
     assert worker.lag_by_topic == {} and worker.freshness is None
+    assert worker.duplicate == 0.0  # the counter is there, this outcome never happened
+    assert worker_snapshot("").applied is None  # no counter at all: unknown
     snap = api_snapshot(api_text({}), mono=0, at=0, worker=worker)
     window = Window.between(snap, api_snapshot(api_text({}), mono=1, at=1, worker=worker))
     assert window.freshness_p99_ms is None and window.recommend_p50_ms is None and window.degraded_share is None

@@ -228,50 +228,53 @@ async function startSession(id) {
 }
 
 // ---------------------------------------------------------------- operations view
-function sparkline(values, { width = 260, height = 44, color = "#3b82f6" } = {}) {
+// A line chart of one or more series sharing a y axis from 0 to their max, stretched to its box.
+// Each series: { values (null = no data), color, label }. Returns the chart and its legend.
+function chart(series, { height = 44, unit = "" } = {}) {
   const ns = "http://www.w3.org/2000/svg";
+  const width = 300;
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("class", "sparkline");
-  const numbers = values.filter((v) => v !== null && v !== undefined);
-  if (numbers.length < 2) return svg;
-  const top = Math.max(...numbers) || 1;
-  const step = width / Math.max(values.length - 1, 1);
-  // a gap in the data (null) ends one line and the next value starts another
-  let points = [];
-  const flush = () => {
-    if (points.length > 1) {
-      const line = document.createElementNS(ns, "polyline");
-      line.setAttribute("points", points.join(" "));
-      line.setAttribute("fill", "none");
-      line.setAttribute("stroke", color);
-      line.setAttribute("stroke-width", "2");
-      line.setAttribute("stroke-linejoin", "round");
-      svg.append(line);
-    }
-    points = [];
-  };
-  values.forEach((v, i) => {
-    if (v === null || v === undefined) { flush(); return; }
-    points.push(`${(i * step).toFixed(1)},${(height - 3 - (v / top) * (height - 6)).toFixed(1)}`);
-  });
-  flush();
-  const label = document.createElementNS(ns, "text");
-  label.setAttribute("x", String(width - 2));
-  label.setAttribute("y", "10");
-  label.setAttribute("text-anchor", "end");
-  label.setAttribute("class", "spark-max");
-  label.textContent = `max ${fmt(top, top < 10 ? 2 : 0)}`;
-  svg.append(label);
-  return svg;
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("class", "chart");
+  svg.style.height = `${height}px`;
+  const numbers = series.flatMap((s) => s.values).filter((v) => v !== null && v !== undefined);
+  const top = Math.max(...numbers, 0) || 1;
+  for (const { values, color } of series) {
+    const step = width / Math.max(values.length - 1, 1);
+    let points = [];
+    const flush = () => {  // a gap (null) ends one line; the next value starts another
+      if (points.length > 1) {
+        const line = document.createElementNS(ns, "polyline");
+        line.setAttribute("points", points.join(" "));
+        line.setAttribute("fill", "none");
+        line.setAttribute("stroke", color);
+        line.setAttribute("stroke-width", "2");
+        line.setAttribute("vector-effect", "non-scaling-stroke");
+        svg.append(line);
+      }
+      points = [];
+    };
+    values.forEach((v, i) => {
+      if (v === null || v === undefined) flush();
+      else points.push(`${(i * step).toFixed(1)},${(height - 2 - (v / top) * (height - 4)).toFixed(1)}`);
+    });
+    flush();
+  }
+  const legend = el("div", { class: "legend" }, ...series.filter((s) => s.label).map((s) => {
+    const swatch = el("span", { class: "key" });
+    swatch.style.background = s.color;
+    return el("span", {}, swatch, s.label);
+  }), el("span", { class: "max" }, numbers.length ? `max ${fmt(top, top < 10 ? 2 : 0)}${unit}` : "no data yet"));
+  return el("div", { class: "chart-box" }, svg, legend);
 }
 
-function tile(id, value, sub, series, color) {
+function tile(id, value, sub, series) {
   const node = $(id);
   node.querySelector(".value").textContent = value;
   node.querySelector(".sub").textContent = sub;
   const spark = node.querySelector(".spark");
-  if (spark && series) spark.replaceChildren(sparkline(series, { color }));
+  if (spark && series) spark.replaceChildren(chart(series));
 }
 
 function dot(name, up) {
@@ -287,16 +290,27 @@ async function refreshOps() {
     const col = (name) => s.map((p) => p[name]);
     const w = ops.worker;
     tile("tile-events", fmt(ops.api.events_per_s, 1), `API accepted; worker applied ${fmt(w.events_per_s, 1)}/s`,
-      col("api_events_per_s"), "#3b82f6");
+      [{ values: col("api_events_per_s"), color: "#3b82f6" }]);
     const byTopic = Object.entries(w.consumer_lag_by_topic).map(([t, n]) => `${t}: ${fmt(n)}`).join(" · ");
     tile("tile-lag", w.consumer_lag === null ? "–" : fmt(w.consumer_lag), w.reachable ? (byTopic || "not exported by the worker")
-      : "worker metrics unreachable", col("consumer_lag"), "#8b5cf6");
+      : "worker metrics unreachable", [{ values: col("consumer_lag"), color: "#8b5cf6" }]);
     tile("tile-freshness", `${ms(w.freshness_p50_ms)} / ${ms(w.freshness_p99_ms)}`, "Kafka timestamp → features in Redis",
-      col("freshness_p99_ms"), "#10b981");
+      [{ values: col("freshness_p99_ms"), color: "#10b981" }]);
     tile("tile-latency", `${ms(ops.api.recommend_p50_ms)} / ${ms(ops.api.recommend_p99_ms)}`,
-      `${fmt(ops.api.recommend_per_s, 1)} req/s · ${fmt(ops.api.recommend_total)} answered`, col("recommend_p99_ms"), "#f59e0b");
+      `${fmt(ops.api.recommend_per_s, 1)} req/s · ${fmt(ops.api.recommend_total)} answered`,
+      [{ values: col("recommend_p99_ms"), color: "#f59e0b" }]);
     const stages = Object.entries(ops.api.stage_share).map(([k, v]) => `${k} ${pct(v)}`).join(" · ");
-    tile("tile-degraded", pct(ops.api.degraded_share), stages || "no answers in the window", col("degraded_share"), "#ef4444");
+    tile("tile-degraded", pct(ops.api.degraded_share), stages || "no answers in the window",
+      [{ values: col("degraded_share"), color: "#ef4444" }]);
+    $("chart-throughput").replaceChildren(chart([
+      { values: col("api_events_per_s"), color: "#3b82f6", label: "events/s accepted by the API" },
+      { values: col("worker_events_per_s"), color: "#8b5cf6", label: "events/s applied by the worker" },
+    ], { height: 120, unit: "/s" }));
+    $("chart-latency").replaceChildren(chart([
+      { values: col("recommend_p99_ms"), color: "#f59e0b", label: "/recommend p99" },
+      { values: col("freshness_p99_ms"), color: "#10b981", label: "freshness p99" },
+    ], { height: 120, unit: " ms" }));
+    $("series-span").textContent = s.length > 1 ? fmt(s[s.length - 1].at - s[0].at) : "–";
     tile("tile-dlq", w.dead_lettered_total === null ? "–" : fmt(w.dead_lettered_total),
       `${fmt(w.dead_lettered_per_s, 2)}/s now · duplicates skipped ${fmt(w.duplicate_total)}`);
     tile("tile-totals", fmt(ops.api.events_accepted_total), `worker applied ${fmt(w.applied_total)} · Kafka refused ${fmt(ops.api.events_unavailable_total)}`);
