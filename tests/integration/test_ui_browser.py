@@ -194,6 +194,9 @@ def test_with_an_api_key_the_page_asks_for_it_and_then_works(live_settings, work
     assert KEY not in browser.page_source
     assert "hidden" in browser.find_element(By.ID, "key-form").get_attribute("class")
 
+    browser.find_element(By.ID, "tab-ops").click()  # the operations figures need the key too
+    wait(browser, "the ops view's 401", lambda d: "401" in d.find_element(By.ID, "ops-error").text)
+    browser.find_element(By.ID, "tab-shop").click()
     browser.find_elements(By.CSS_SELECTOR, "#grid .card")[0].click()  # refused: no key yet
     wait(browser, "the key form", lambda d: "hidden" not in d.find_element(By.ID, "key-form").get_attribute("class"))
     assert "401" in browser.find_element(By.ID, "error").text

@@ -86,7 +86,7 @@ function setupKeyForm() {
     $("key-input").value = "";
     $("key-form").classList.add("hidden");
     showError($("error"), null);
-    if (!$("view-ops").classList.contains("hidden")) refreshOps();
+    if (!$("view-ops").classList.contains("hidden")) show("ops");  // polls again, now with the key
   });
   $("key-clear").addEventListener("click", () => { sessionStorage.removeItem(KEY_STORE); $("key-input").value = ""; });
 }
@@ -321,6 +321,7 @@ async function refreshOps() {
     $("ops-updated").textContent = `updated ${new Date(ops.at * 1000).toLocaleTimeString()}`;
   } catch (error) {
     showError($("ops-error"), error);
+    if (error.status === 401) { clearInterval(state.opsTimer); state.opsTimer = null; }  // until a key is given
   }
 }
 
@@ -337,7 +338,7 @@ function show(view) {
     refreshOps();
     state.opsTimer = setInterval(refreshOps, OPS_EVERY_MS);
   }
-  location.hash = view === "ops" ? "#ops" : "";
+  history.replaceState(null, "", view === "ops" ? "#ops" : location.pathname);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
