@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -37,9 +37,15 @@ def use_multiprocess_dir(folder: Path) -> None:
     os.environ[MULTIPROC_ENV] = str(folder)
 
 
+def multiprocess_mode() -> bool:
+    """Whether this process keeps its metric values in files: prometheus_client decides once, when it
+    is imported, from the environment. Not the variable now: `import feast` sets it later."""
+    return values.ValueClass is not values.MutexValue
+
+
 def exposition() -> bytes:
     """The Prometheus text of this process, or of all workers in multiprocess mode."""
-    if not os.environ.get(MULTIPROC_ENV):
+    if not (multiprocess_mode() and os.environ.get(MULTIPROC_ENV)):
         return generate_latest()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)

@@ -140,6 +140,12 @@ def is_running(name: str, settings: Settings, expect: str | None = None) -> int 
     return pid
 
 
+# `import feast` (0.67, feast/metrics.py) points both at a temp dir of its own, process-wide. A child
+# inheriting them would keep its Prometheus metrics in files that every other child (API, worker)
+# shares, and /metrics would sum them all. `streamrec serve --workers N` sets its own dir.
+NOT_INHERITED = frozenset({"PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"})
+
+
 def start_detached(
     name: str,
     argv: Sequence[str],
@@ -157,7 +163,8 @@ def start_detached(
         log.info("%s already running (pid %d)", name, existing)
         return existing
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **(env or {})}
+    inherited = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+    full_env = {**inherited, **(env or {})}
     with open(log_path(name, settings), "ab") as out:
         out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}: {' '.join(argv)}\n".encode())
         out.flush()

@@ -52,3 +52,21 @@ def test_redis_is_ours_while_it_rewrites_its_title(tmp_path) -> None:
             assert process.is_running("redis", settings, expect="redis-server") == pid
     finally:
         assert process.stop("redis", settings, expect="redis-server")
+
+
+def test_children_do_not_inherit_a_prometheus_multiprocess_dir(tmp_path, monkeypatch) -> None:
+    """`import feast` sets these process-wide; an API and a worker started from such a process
+    would otherwise share one metrics folder and sum each other's metrics."""
+    from streamrec.settings import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "feast"))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROCESS_DIR", str(tmp_path / "feast"))
+    out = tmp_path / "env.txt"
+    code = ("import os, sys; open(sys.argv[1], 'w').write(repr([os.environ.get('PROMETHEUS_MULTIPROC_DIR'), "
+            "os.environ.get('PROMETHEUS_MULTIPROCESS_DIR'), os.environ.get('KEPT')]))")
+    process.start_detached("envprobe", [sys.executable, "-c", code, str(out)], settings, env={"KEPT": "yes"})
+    deadline = time.monotonic() + 20
+    while not out.exists() or not out.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.read_text() == repr([None, None, "yes"])
