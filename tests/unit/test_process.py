@@ -67,6 +67,6 @@ def test_children_do_not_inherit_a_prometheus_multiprocess_dir(tmp_path, monkeyp
             "os.environ.get('PROMETHEUS_MULTIPROCESS_DIR'), os.environ.get('KEPT')]))")
     process.start_detached("envprobe", [sys.executable, "-c", code, str(out)], settings, env={"KEPT": "yes"})
     deadline = time.monotonic() + 20
-    while not out.exists() or not out.read_text() and time.monotonic() < deadline:
+    while (not out.exists() or not out.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert out.read_text() == repr([None, None, "yes"])
