@@ -175,7 +175,7 @@ def serve(
     workers: Annotated[Optional[int], typer.Option(
         min=1, help="Worker processes, one per core to use (default STREAMREC_API_WORKERS).")] = None,
 ) -> None:
-    """Run the REST API (POST /recommend, POST /events, GET /health, GET /metrics)."""
+    """Run the REST API (POST /recommend, POST /events, GET /items, /health, /metrics, /ops/summary) and the live page (GET /)."""
     import uvicorn
 
     settings = _settings()
