@@ -283,7 +283,7 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
     eval_settings = settings.model_copy(update={"data_dir": settings.data_dir / "evaluation" / dataset.name})
     train_data = load_dataset(dataset, split="train")
     if train_model:
-        train(eval_settings, dataset)
+        train(eval_settings, dataset, ranker_ablation=True)  # the twin for the streaming-features ablation
     model = load_current(eval_settings.models_dir)
     cases = load_test_cases(dataset, train_data)
     if limit:

@@ -31,7 +31,11 @@ def _version(now: datetime, data: Interactions, knobs: dict[str, Any]) -> str:
 
 def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **knobs: Any) -> ModelArtifacts:
     """Train and publish a model version; knobs: candidates, max_cases, window, covisit_top_k,
-    target_recall, index_k, split, and n_sessions/n_items/n_topics/seed for synthetic data."""
+    target_recall, index_k, split, n_sessions/n_items/n_topics/seed for synthetic data, and for
+    the ranker: ranker (False: none), ranker_train_cases, ranker_valid_cases, ranker_threads,
+    ranker_ablation (also fit the twin without streaming features: `streamrec evaluate` only),
+    streaming_features, before_feast (called before the first Feast/online-store access, e.g. to
+    wait for a stack started in parallel)."""
     from rich.console import Console
 
     from candidates.index import build_index, save_index
@@ -71,7 +75,7 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     popular = item_ids[np.argsort(-popularity, kind="stable")[:N_POPULAR]]
 
     now = datetime.now(timezone.utc)
-    version = _version(now, data, {k: v for k, v in knobs.items()})
+    version = _version(now, data, {k: v for k, v in knobs.items() if not callable(v)})
     meta: dict[str, Any] = {
         "dataset": str(dataset) if dataset is not None else "synthetic", "dataset_name": data.name,
         "algorithm": result.algorithm, "factors": result.factors, "validation": result.report,
@@ -104,6 +108,8 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
         if not data.synthetic_clock and knobs.get("streaming_features", True):
             from training.historical_features import feast_streaming_features
 
+            if knobs.get("before_feast"):
+                knobs["before_feast"]()
             console.print("ranker: backfilling the stream's item windows into Feast's offline store")
             streaming = feast_streaming_features(settings, data)
             t = lap("backfill", t)
@@ -111,7 +117,8 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
             data, artifacts.path, algorithm=result.algorithm, factors=result.factors, decay=settings.recency_decay,
             ann_k=settings.candidates_k, max_session_items=settings.max_session_items,
             train_cases=knobs.get("ranker_train_cases", 20_000), valid_cases=knobs.get("ranker_valid_cases", 8_000),
-            streaming=streaming, log=console.print)
+            streaming=streaming, ablation=knobs.get("ranker_ablation", False),
+            threads=knobs.get("ranker_threads", 2), log=console.print)
         t = lap("ranker", t)
     artifacts.meta["timings_s"]["total"] = round(time.perf_counter() - started, 2)
     artifacts.save()  # meta now has the complete timings

@@ -68,8 +68,10 @@ def base_generators(base: Interactions, algorithm: str, factors: int, tmp: Path,
 
 
 def build_examples(generators: CandidateGenerators, data: Interactions, max_cases: int, decay: float,
-                   max_session_items: int, seed: int) -> Examples:
-    """Every prefix of `data`'s sessions → candidates + features, sampled to `max_cases` cases."""
+                   max_session_items: int, seed: int, log: Callable[[str], None] | None = None,
+                   name: str = "examples") -> Examples:
+    """Every prefix of `data`'s sessions → candidates + features, sampled to `max_cases` cases;
+    `log` hears progress about every 3 s (this loop is the ranker's slowest step)."""
     from serving.recommender import merge_session_items
 
     starts = data.session_starts()
@@ -79,7 +81,11 @@ def build_examples(generators: CandidateGenerators, data: Interactions, max_case
     if len(targets) > max_cases:
         targets = np.sort(np.random.default_rng(seed).choice(targets, max_cases, replace=False))
     blocks, labels, groups, items_col, times_col = [], [], [], [], []
-    for target in targets:
+    started = last_log = time.perf_counter()
+    for done, target in enumerate(targets):
+        if log is not None and time.perf_counter() - last_log > 3:
+            last_log = time.perf_counter()
+            log(f"ranker: {name} {done:,}/{len(targets):,} cases ({last_log - started:.0f}s)")
         prefix = [int(i) for i in data.item_ids[first_of[target]:target]]
         candidates = generators.for_session(merge_session_items([], prefix, max_session_items), decay)
         if candidates is None:
@@ -131,34 +137,54 @@ class FittedRanker:
         return self.booster.predict(features[:, self.columns], num_iteration=self.booster.best_iteration)
 
 
-def fit_lambdarank(train: Examples, valid: Examples, columns: list[int], seed: int) -> FittedRanker:
+def fit_lambdarank(train: Examples, valid: Examples, columns: list[int], seed: int, *, threads: int = 2,
+                   log: Callable[[str], None] | None = None, name: str = "ranker") -> FittedRanker:
+    """LambdaRank with early stopping on `valid`; `log` hears the validation NDCG every 25 rounds."""
     import lightgbm as lgb
+
+    started = time.perf_counter()
+
+    def report_progress(env) -> None:
+        if log is not None and (env.iteration + 1) % 25 == 0 and env.evaluation_result_list:
+            _, metric, value, _ = env.evaluation_result_list[0]
+            log(f"{name}: round {env.iteration + 1} valid {metric} {value:.4f} "
+                f"({time.perf_counter() - started:.0f}s)")
 
     params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [K], "learning_rate": 0.05,
               "num_leaves": 31, "min_data_in_leaf": 100, "feature_fraction": 0.9, "bagging_fraction": 0.8,
-              "bagging_freq": 1, "lambdarank_truncation_level": 30, "seed": seed, "num_threads": 2,
+              "bagging_freq": 1, "lambdarank_truncation_level": 30, "seed": seed, "num_threads": threads,
               "verbose": -1}
     train_set = lgb.Dataset(train.features[:, columns], train.labels, group=train.groups)
     valid_set = lgb.Dataset(valid.features[:, columns], valid.labels, group=valid.groups, reference=train_set)
     booster = lgb.train(params, train_set, num_boost_round=600, valid_sets=[valid_set],
-                        callbacks=[lgb.early_stopping(40, verbose=False)])
+                        callbacks=[lgb.early_stopping(40, verbose=False), report_progress])
     return FittedRanker(booster, columns)
 
 
 def train_ranker(data: Interactions, folder: Path, *, algorithm: str, factors: int, decay: float,
                  ann_k: int = 100, max_session_items: int = 50, train_cases: int = 20_000, valid_cases: int = 8_000,
-                 streaming: StreamingFeatureFn | None = None, seed: int = 0,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Fit, validate and save the ranker into the model version folder; returns its report."""
+                 streaming: StreamingFeatureFn | None = None, seed: int = 0, ablation: bool = False,
+                 threads: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fit, validate and save the ranker into the model version folder; returns its report.
+
+    `ablation` also fits the twin without the streaming features (saved beside it, for
+    `streamrec evaluate`'s ablation); serving never reads it, so plain training skips it.
+    `threads`: LightGBM's num_threads (results can differ in the last digits between counts)."""
     started = time.perf_counter()
     base, train_split, valid_split = split_three(data)
     generators = base_generators(base, algorithm, factors, folder, ann_k)
     log(f"ranker: generators fitted on {base.n_sessions:,} base sessions in {time.perf_counter() - started:.0f}s")
-    train = build_examples(generators, train_split, train_cases, decay, max_session_items, seed)
-    valid = build_examples(generators, valid_split, valid_cases, decay, max_session_items, seed + 1)
+    train = build_examples(generators, train_split, train_cases, decay, max_session_items, seed, log, "train")
+    valid = build_examples(generators, valid_split, valid_cases, decay, max_session_items, seed + 1, log, "valid")
+    log(f"ranker: examples built ({time.perf_counter() - started:.0f}s)")
     use_streaming = streaming is not None and not data.synthetic_clock
+    if use_streaming:
+        log(f"ranker: streaming features of {len(train.labels) + len(valid.labels):,} rows, point-in-time "
+            f"through Feast's offline store …")
     add_streaming(train, streaming if use_streaming else None)
     add_streaming(valid, streaming if use_streaming else None)
+    if use_streaming:
+        log(f"ranker: streaming features read ({time.perf_counter() - started:.0f}s)")
     log(f"ranker: {len(train.groups):,} train / {len(valid.groups):,} valid cases with the label among "
         f"candidates ({len(train.labels):,} rows); candidate recall on valid "
         f"{100 * len(valid.groups) / valid.cases:.1f}%")
@@ -166,7 +192,7 @@ def train_ranker(data: Interactions, folder: Path, *, algorithm: str, factors: i
     all_columns = list(range(len(FEATURE_NAMES)))
     batch_columns = [i for i, n in enumerate(FEATURE_NAMES) if n not in STREAMING_FEATURES]
     columns = all_columns if use_streaming else batch_columns
-    ranker = fit_lambdarank(train, valid, columns, seed)
+    ranker = fit_lambdarank(train, valid, columns, seed, threads=threads, log=log)
     report: dict[str, Any] = {
         "features": [FEATURE_NAMES[i] for i in columns], "streaming_features": use_streaming,
         "best_iteration": int(ranker.booster.best_iteration or ranker.booster.current_iteration()),
@@ -175,8 +201,9 @@ def train_ranker(data: Interactions, folder: Path, *, algorithm: str, factors: i
         "candidate_recall_valid": round(100 * len(valid.groups) / valid.cases, 2),
         "train_rows": int(len(train.labels)),
     }
-    if use_streaming:  # ablation on the same validation rows; kept so evaluation can repeat it on test
-        without = fit_lambdarank(train, valid, batch_columns, seed)
+    if use_streaming and ablation:  # on the same validation rows; kept so evaluation can repeat it on test
+        without = fit_lambdarank(train, valid, batch_columns, seed, threads=threads, log=log,
+                                 name="ranker without streaming")
         report["valid_without_streaming"] = ranking_quality(without.predict(valid.features), valid)
         report["batch_only_features"] = [FEATURE_NAMES[i] for i in batch_columns]
         without.booster.save_model(str(Path(folder) / RANKER_BATCH_ONLY_FILE),
