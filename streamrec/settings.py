@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # --- streaming worker -----------------------------------------------------------------
     worker_id: str = Field("streamrec-worker", description="Faust app id (consumer group).")
     worker_web_port: int = Field(6066, description="Port of the Faust worker's web/metrics server.")
+    worker_web_host: str = Field(
+        "127.0.0.1", description="Address the worker's web/metrics server binds; compose: 0.0.0.0 so Prometheus "
+        "on the compose network can scrape it (never publish it on the host).")
     worker_metrics_url: str | None = Field(
         None, description="Where the API scrapes the worker's Prometheus metrics for GET /ops/summary; "
         "unset = http://127.0.0.1:<worker_web_port>/metrics (compose: http://worker:6066/metrics).")
