@@ -66,6 +66,11 @@ def fresh_venv(path: Path) -> Path:
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True, timeout=60).stdout.strip()
     (Path(site) / "project_venv_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # The image's `pip install -r` puts the dependencies' console scripts on PATH; the .pth brings
+    # their code only, so write the one the services run (`streamrec feast ...` calls `feast`).
+    feast = path / "bin" / "feast"
+    feast.write_text(f"#!{python}\nimport sys\nfrom feast.cli.cli import cli\nsys.exit(cli())\n")
+    feast.chmod(0o755)
     return python
 
 
