@@ -79,17 +79,23 @@ def create_app(settings: Settings) -> faust.App:
     session_processor = SessionBatchProcessor(settings, store, sessions, send_dead_letter, forward)
     item_processor = ItemBatchProcessor(store, items)
     within = settings.flush_interval_ms / 1000
+    processed = metrics.ProcessedOffsets()
 
     @app.agent(clicks, name="sessions")
     async def process_sessions(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.flush_max_events, within=within):
-            batch = [RawRecord(e.value, e.message.partition, e.message.offset, e.message.topic) for e in events]
+            batch = [RawRecord(e.value, e.message.partition, e.message.offset, e.message.topic, e.message.timestamp)
+                     for e in events]
             await session_processor.process(batch)
+            for e in events:
+                processed.done(e.message.topic, e.message.partition, e.message.offset)
 
     @app.agent(by_item, name="items")
     async def process_items(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.flush_max_events, within=within):
             await item_processor.process([ItemClick.from_json(c) for e in events for c in _as_dict(e.value)["clicks"]])
+            for e in events:
+                processed.done(e.message.topic, e.message.partition, e.message.offset)
 
     @app.timer(interval=min(60.0, settings.session_idle_s / 4))
     async def evict_idle_sessions() -> None:
@@ -97,11 +103,35 @@ def create_app(settings: Settings) -> faust.App:
         features stay readable in Redis until `session_ttl_s`; a later click starts afresh)."""
         metrics.SESSIONS_EVICTED.inc(await sessions.evict_idle(settings.session_idle_s))
 
+    lag_reporter = metrics.LagReporter()
+
+    @app.timer(interval=1.0)
+    async def report_consumer_lag() -> None:
+        """Lag per assigned partition: the highwater of the last fetch minus what the agents have
+        processed (no broker request)."""
+        lag_reporter.update(consumer_lags(app, processed))
+
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust web signature
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     return app
+
+
+def consumer_lags(app: faust.App, processed: metrics.ProcessedOffsets) -> dict[tuple[str, int], int]:
+    """Per-partition lag from Faust's public consumer API; empty before the consumer has started."""
+    try:
+        assigned = app.consumer.assignment()
+    except Exception:  # noqa: BLE001 - no consumer thread yet (starting or stopping)
+        return {}
+
+    def highwater(topic: str, partition: int) -> int | None:
+        try:
+            return app.consumer.highwater(faust.types.TP(topic, partition))
+        except Exception:  # noqa: BLE001 - the partition was revoked since `assignment()`
+            return None
+
+    return processed.lags(((tp.topic, tp.partition) for tp in assigned), highwater)
 
 
 class SourceReadOffsets(defaultdict):

@@ -36,6 +36,7 @@ class RawRecord:
     partition: int
     offset: int
     topic: str = ""
+    timestamp: float | None = None  # the record's Kafka timestamp (CreateTime), seconds
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class SessionBatchProcessor:
         """Apply a batch; returns the number of newly applied clicks."""
         touched: dict[str, session_state.SessionState] = {}
         forwarded: list[ItemClick] = []
+        written_stamps: list[float | None] = []  # of the records whose features this batch writes
         applied = resent = 0
         now = time.time()
         for record in batch:
@@ -119,6 +121,7 @@ class SessionBatchProcessor:
             )
             # Rewrite even an unchanged (redelivered) session: its last write may be what was lost.
             touched[event.session_id] = state
+            written_stamps.append(record.timestamp)
             applied += changed
             # Always forward: the item side dedupes by (partition, offset), and a forward lost in a
             # crash is only resent if we resend on redelivery.
@@ -129,6 +132,7 @@ class SessionBatchProcessor:
             rows = [session_row(sid, st) for sid, st in touched.items()]
             with metrics.WRITE_SECONDS.labels(s.SESSION_FEATURES_VIEW).time():
                 await write_until_done(self.store, s.SESSION_FEATURES_VIEW, rows, self.settings.session_ttl_s)
+            metrics.observe_freshness(written_stamps, time.time())
             await put_state(self.sessions, {sid.encode(): st for sid, st in touched.items()})
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.EVENTS.labels("applied").inc(applied)

@@ -156,3 +156,38 @@ def _metrics_up(settings: Settings) -> bool:
         return httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def worker_samples(settings: Settings) -> dict[str, list[tuple[dict, float]]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=5).text
+    out: dict[str, list[tuple[dict, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def test_worker_reports_freshness_per_click_and_a_lag_that_drains_to_zero(live_settings, worker):
+    wait_for(lambda: _metrics_up(live_settings), 60, "the worker's metrics page")
+    session_id = f"fresh-{uuid.uuid4().hex[:8]}"
+    before = sum(v for _, v in worker_samples(live_settings).get("streamrec_worker_freshness_seconds_count", []))
+    clicks = [click(session_id, item) for item in (3, 4, 5, 6, 7)]
+    send_raw(live_settings, clicks)
+    wait_for(lambda: (read_session(live_settings, session_id) or {}).get(s.CLICK_COUNT) == len(clicks), 30,
+             "the five clicks to be applied")
+    samples = worker_samples(live_settings)
+    after = sum(v for _, v in samples["streamrec_worker_freshness_seconds_count"])
+    assert after - before == len(clicks)  # one observation per click written, none for other records
+    # Their record timestamps were stamped by the producer just now: each took well under 10 s.
+    assert sum(v for labels, v in samples["streamrec_worker_freshness_seconds_bucket"]
+               if labels["le"] == "10.0") == after
+
+    def drained() -> list[tuple[dict, float]] | None:
+        lags = [(labels, v) for labels, v in worker_samples(live_settings).get("streamrec_worker_consumer_lag", [])
+                if labels["topic"] == live_settings.clicks_topic]
+        return lags if lags and all(v == 0 for _, v in lags) else None
+
+    lags = wait_for(drained, 10, "the clicks topic's lag gauge to read 0 on every processed partition")
+    assert {labels["partition"] for labels, _ in lags} <= {str(p) for p in range(live_settings.clicks_partitions)}
