@@ -94,7 +94,7 @@ def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
 
 def test_prometheus_scrapes_the_keyed_api_and_the_worker(prometheus: str) -> None:
     """Both targets up: the API's /metrics answered 200, so the Bearer token from the file was accepted."""
-    def targets() -> dict[str, str] | None:
+    def targets() -> dict[str, tuple[str, str]] | None:
         active = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
         health = {t["labels"]["job"]: (t["health"], t.get("lastError", "")) for t in active}
         return health if all(h == "up" for h, _ in health.values()) and len(health) == 2 else None
