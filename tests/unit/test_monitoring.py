@@ -27,8 +27,8 @@ PROMETHEUS_YML = MONITORING / "prometheus" / "prometheus.yml"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "streamrec.json"
 DATASOURCE = MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARD_PROVIDER = MONITORING / "grafana" / "provisioning" / "dashboards" / "streamrec.yml"
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian: prometheus)")
+PROMTOOL = shutil.which("promtool") or ""
+needs_promtool = pytest.mark.skipif(not PROMTOOL, reason="promtool is not installed (Debian: prometheus)")
 
 # Series Prometheus makes itself for each target, not defined by streamrec.
 PROMETHEUS_OWN = {"up": {"job", "instance"}}
