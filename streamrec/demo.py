@@ -9,6 +9,10 @@ session's click count in the online store includes it. Everything the demo start
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
+import json
+import multiprocessing as mp
 import queue
 import sys
 import threading
@@ -16,6 +20,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 import httpx
@@ -30,7 +35,7 @@ from streamrec.online_store import OnlineStore, ReadRequest
 from streamrec.settings import Settings
 
 console = Console(stderr=True)
-POLL_INTERVAL_S = 0.005
+POLL_INTERVAL_S = 0.01  # freshness resolution; each poll is one Redis round trip
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,22 @@ class FreshnessTracker:
         return total
 
 
+def worker_freshness(settings: Settings):  # -> serving.ops.Buckets | None
+    """The worker's cumulative `streamrec_worker_freshness_seconds` buckets, None if unreachable."""
+    from serving.ops import worker_snapshot
+
+    try:
+        text = httpx.get(settings.worker_metrics_endpoint, timeout=2.0).text
+    except httpx.HTTPError:
+        return None
+    return worker_snapshot(text).freshness
+
+
+def _bucket_ms(buckets, q: float) -> float | None:  # noqa: ANN001 - serving.ops.Buckets | None
+    value = buckets.quantile(q) if buckets is not None and buckets.count else None
+    return round(value * 1000, 1) if value is not None else None
+
+
 def dead_letter_count(settings: Settings) -> int:
     """Messages in the dead-letter topic (sum of end offsets)."""
     from kafka import KafkaConsumer, TopicPartition
@@ -137,11 +158,13 @@ def start_worker_and_api(settings: Settings) -> None:
     process.wait_until(api_up, 90, "the API to answer /health")
 
 
-async def wait_for_worker(settings: Settings, store: OnlineStore, timeout_s: float = 120) -> None:
-    """Send a probe click and wait until the worker has written it: proves the path is live."""
+async def wait_for_worker(settings: Settings, store: OnlineStore, item_id: int = 0, timeout_s: float = 120) -> str:
+    """Send a probe click and wait until the worker has written it: proves the path is live.
+    Returns the probe's session id; `item_id` is the item it clicks (one in the catalogue, so the
+    answer for it is a ranked one, not the empty-session fallback)."""
     from kafka import KafkaProducer
 
-    probe = ClickEvent(session_id=f"probe-{uuid.uuid4().hex[:8]}", item_id=0, ts=time.time())
+    probe = ClickEvent(session_id=f"probe-{uuid.uuid4().hex[:8]}", item_id=item_id, ts=time.time())
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     producer.send(settings.clicks_topic, key=probe.session_id.encode(), value=probe.to_bytes())
     producer.flush(10)
@@ -151,33 +174,100 @@ async def wait_for_worker(settings: Settings, store: OnlineStore, timeout_s: flo
         if process.is_running("worker", settings) is None:
             raise RuntimeError("the worker exited:\n" + process.log_tail("worker", settings))
         if (await store.read(s.SESSION_FEATURES_VIEW, [probe.session_id]))[0]:
-            return
-        await asyncio.sleep(0.2)
+            return probe.session_id
+        await asyncio.sleep(0.05)
     raise TimeoutError(f"the worker did not apply a probe event within {timeout_s:.0f}s; "
                        f"see {process.log_path('worker', settings)}")
 
 
-async def _query_live_sessions(settings: Settings, tracker: FreshnessTracker, stop: asyncio.Event,
-                               rate: float, results: dict) -> None:
-    """Ask /recommend for sessions whose clicks just landed, at about `rate` requests per second."""
-    api = f"http://{settings.api_host}:{settings.api_port}"
-    async with httpx.AsyncClient(base_url=api, timeout=5.0) as client:
-        while not stop.is_set():
-            await asyncio.sleep(1 / rate)
-            if not tracker.live_sessions:
-                continue
-            session_id = tracker.live_sessions[-1 - int(np.random.randint(0, min(50, len(tracker.live_sessions))))]
-            started = time.perf_counter()
+def _recommend_load(api: str, rate: float, sessions: "mp.Queue[list[str]]", stop: "EventType",
+                    results: "mp.Queue[dict]") -> None:
+    """Child process: POST /recommend for sessions whose clicks just landed, ~`rate` per second.
+
+    Its own process, so the client's latency is not the demo's GIL: the producer thread and the
+    freshness poller share the parent's interpreter, and a request timed there waits for them."""
+    import random
+    from collections import deque
+
+    recent: deque[str] = deque(maxlen=50)
+    latency_ms: list[float] = []
+    server_ms: list[float] = []
+    stages: Counter[str] = Counter()
+    errors = 0
+    interval = 1 / rate
+    host, port = api.removeprefix("http://").rsplit(":", 1)
+    # http.client on one keep-alive connection: the thinnest client, so the figure is the server's
+    client = http.client.HTTPConnection(host, int(port), timeout=5.0)
+    next_at = time.perf_counter()
+    while not stop.is_set():
+        while True:
             try:
-                response = await client.post("/recommend", json={"session_id": session_id, "k": 10})
-                ok = response.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            results["latency_ms"].append((time.perf_counter() - started) * 1000)
-            if ok:
-                results["stages"][response.json()["stage"]] += 1
-            else:
-                results["errors"] += 1
+                recent.extend(sessions.get_nowait())
+            except queue.Empty:
+                break
+        next_at += interval
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+        if not recent:
+            continue
+        body = json.dumps({"session_id": random.choice(recent), "k": 10})
+        started = time.perf_counter()
+        try:
+            client.request("POST", "/recommend", body, {"Content-Type": "application/json"})
+            response = client.getresponse()
+            payload = response.read()
+            ok = response.status == 200
+        except (OSError, http.client.HTTPException):
+            client.close()  # reconnects on the next request
+            ok = False
+        latency_ms.append((time.perf_counter() - started) * 1000)
+        if ok:
+            answer = json.loads(payload)
+            stages[answer["stage"]] += 1
+            server_ms.append(float(answer["timings_ms"].get("total", 0.0)))
+        else:
+            errors += 1
+    client.close()
+    results.put({"latency_ms": latency_ms, "server_ms": server_ms, "stages": dict(stages), "errors": errors})
+
+
+class RecommendLoad:
+    """The /recommend load of the measured replay, run in a child process (see `_recommend_load`)."""
+
+    def __init__(self, settings: Settings, rate: float) -> None:
+        ctx = mp.get_context("spawn")
+        self.sessions: mp.Queue[list[str]] = ctx.Queue()
+        self.results: mp.Queue[dict] = ctx.Queue()
+        self.stop = ctx.Event()
+        api = f"http://{settings.api_host}:{settings.api_port}"
+        self.process = ctx.Process(target=_recommend_load, args=(api, rate, self.sessions, self.stop, self.results),
+                                   daemon=True)
+        self.sent = 0
+
+    def __enter__(self) -> "RecommendLoad":
+        self.process.start()
+        return self
+
+    def offer(self, live_sessions: list[str]) -> None:
+        """Pass on the sessions seen applied since the last call."""
+        if len(live_sessions) > self.sent:
+            self.sessions.put(live_sessions[max(self.sent, len(live_sessions) - 50):])
+            self.sent = len(live_sessions)
+
+    def finish(self, timeout_s: float = 30.0) -> dict:
+        self.stop.set()
+        try:
+            return self.results.get(timeout=timeout_s)
+        except queue.Empty:
+            raise RuntimeError("the /recommend load process sent no results") from None
+        finally:
+            self.process.join(timeout_s)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.is_alive():
+            self.stop.set()
+            self.process.join(5)
+            if self.process.is_alive():
+                self.process.kill()
 
 
 async def _replay_phase(settings: Settings, options: DemoOptions, store: OnlineStore, events: int,
@@ -187,22 +277,23 @@ async def _replay_phase(settings: Settings, options: DemoOptions, store: OnlineS
 
     tracker = FreshnessTracker(store)
     dlq_before = dead_letter_count(settings)
+    worker_before = worker_freshness(settings)
     replay_options = ReplayOptions(dataset=options.dataset, events=events, rate=options.rate,
                                    session_prefix=prefix, bad_fraction=bad_fraction, progress=query)
     outcome: dict = {}
     producer_thread = threading.Thread(
         target=lambda: outcome.setdefault("result", replay(settings, replay_options, tracker.on_sent)), daemon=True)
-    queries = {"latency_ms": [], "stages": Counter(), "errors": 0}
-    stop_queries = asyncio.Event()
-    query_task = asyncio.create_task(
-        _query_live_sessions(settings, tracker, stop_queries, options.recommend_rate, queries)) if query else None
-    producer_thread.start()
-    while producer_thread.is_alive():
-        await tracker.poll_once()
-        await asyncio.sleep(POLL_INTERVAL_S)
-    stop_queries.set()
-    if query_task:
-        await query_task
+    queries = {"latency_ms": [], "server_ms": [], "stages": {}, "errors": 0}
+    with contextlib.ExitStack() as stack_of:
+        load = stack_of.enter_context(RecommendLoad(settings, options.recommend_rate)) if query else None
+        producer_thread.start()
+        while producer_thread.is_alive():
+            await tracker.poll_once()
+            if load:
+                load.offer(tracker.live_sessions)
+            await asyncio.sleep(POLL_INTERVAL_S)
+        if load:
+            queries = load.finish()
     if "result" not in outcome:
         raise RuntimeError("the replay failed; see the error above")
     result = outcome["result"]
@@ -218,6 +309,8 @@ async def _replay_phase(settings: Settings, options: DemoOptions, store: OnlineS
         await asyncio.sleep(0.05)
     await tracker.poll_once()  # observe what the last count included
     produced = result.sent + result.malformed
+    worker_fresh = worker_freshness(settings)
+    worker_fresh = worker_fresh.since(worker_before) if worker_fresh is not None else None
     if query:
         _save_freshness(settings, tracker)
     return {
@@ -231,11 +324,16 @@ async def _replay_phase(settings: Settings, options: DemoOptions, store: OnlineS
         "freshness_ms_p50": _percentile(tracker.freshness_ms, 50),
         "freshness_ms_p99": _percentile(tracker.freshness_ms, 99),
         "freshness_samples": len(tracker.freshness_ms),
+        # the worker's own view (Kafka record timestamp → features written; histogram buckets)
+        "worker_freshness_ms_p50": _bucket_ms(worker_fresh, 0.5),
+        "worker_freshness_ms_p99": _bucket_ms(worker_fresh, 0.99),
         "recommend_requests": len(queries["latency_ms"]),
         "recommend_ms_p50": _percentile(queries["latency_ms"], 50),
         "recommend_ms_p99": _percentile(queries["latency_ms"], 99),
+        "recommend_server_ms_p50": _percentile(queries["server_ms"], 50),
+        "recommend_server_ms_p99": _percentile(queries["server_ms"], 99),
         "recommend_errors": queries["errors"],
-        "recommend_stages": dict(queries["stages"]),
+        "recommend_stages": queries["stages"],
     }
 
 
@@ -260,8 +358,6 @@ async def _replay_and_measure(settings: Settings, options: DemoOptions, store: O
 
 def _save_freshness(settings: Settings, tracker: FreshnessTracker) -> None:
     """Freshness of every event by send time (JSON + PNG in the run dir): shows transients."""
-    import json
-
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     path = settings.run_dir / "demo_freshness.json"
     start = min(tracker.sent_times, default=0.0)
@@ -294,35 +390,113 @@ def _render(report: dict) -> Table:
     return table
 
 
+# The demo trains a small model quickly: fewer synthetic sessions and ranker cases than `streamrec
+# train` (a real dataset keeps its size; only the ranker's case budget shrinks).
+DEMO_SYNTHETIC = {"n_sessions": 10_000}
+DEMO_RANKER = {"ranker_train_cases": 6_000, "ranker_valid_cases": 3_000}
+
+
+class StepClock:
+    """Wall-clock seconds of each step since the demo started, for the report's `step_seconds`."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.steps: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str, message: str):  # noqa: ANN201 - a context manager
+        if message:
+            _step(message)
+        t = time.time()
+        yield
+        self.steps[name] = round(time.time() - t, 1)
+
+    def since_start(self) -> float:
+        return round(time.time() - self.started, 1)
+
+
+class StackInBackground:
+    """Kafka and Redis start while the model trains (the JVM's start-up is mostly waiting); the
+    trainer joins it before its first Feast or online-store access."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.status: stack.StackStatus | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self.thread = threading.Thread(target=self._run, name="stack-up", daemon=True)
+        self.reported = False
+
+    def _run(self) -> None:
+        t = time.time()
+        try:
+            self.status = stack.up(self.settings)
+            stack.ensure_topics(self.settings)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread by wait()
+            self.error = exc
+        self.seconds = round(time.time() - t, 1)
+
+    def start(self) -> "StackInBackground":
+        self.thread.start()
+        return self
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        if not self.reported:
+            self.reported = True
+            console.print(stack.render(self.status))
+
+
+async def first_recommendation(settings: Settings, session_id: str) -> str:
+    """The first live answer: /recommend for the probe session the worker just applied."""
+    async with httpx.AsyncClient(base_url=f"http://{settings.api_host}:{settings.api_port}", timeout=10) as client:
+        response = await client.post("/recommend", json={"session_id": session_id, "k": 10})
+    if response.status_code != 200:
+        raise RuntimeError(f"/recommend answered {response.status_code}: {response.text}")
+    return response.json()["stage"]
+
+
 def run_demo(settings: Settings, options: DemoOptions) -> dict:
     from training.feast_ops import apply_and_materialize
     from training.pipeline import train
 
-    started = time.time()
+    clock = StepClock()
     before = {name for name in process.pid_names(settings) if process.is_running(name, settings)}
     try:
-        _step("starting the local stack (Kafka, Redis)")
-        console.print(stack.render(stack.up(settings)))
-        stack.ensure_topics(settings)
-        _step(f"training on {options.dataset or 'synthetic sessions'}")
-        artifacts = train(settings, options.dataset)
-        _step("feast apply + materialize (batch features → Redis online store)")
-        apply_and_materialize(settings)
-        _step("starting the streaming worker and the API")
-        start_worker_and_api(settings)
+        _step("starting the local stack (Kafka, Redis) while the model trains")
+        background = StackInBackground(settings).start()
+        knobs = {**({} if options.dataset else DEMO_SYNTHETIC), **DEMO_RANKER}
+        with clock.step("train", f"training on {options.dataset or 'synthetic sessions'} ({knobs})"):
+            artifacts = train(settings, options.dataset, before_feast=background.wait, **knobs)
+        background.wait()
+        clock.steps["stack"] = background.seconds
+        applied = artifacts.meta.get("feast_applied", False)
+        with clock.step("feast", "feast materialize (batch features → Redis online store)" if applied
+                        else "feast apply + materialize (batch features → Redis online store)"):
+            apply_and_materialize(settings, apply=not applied)
+        with clock.step("start", "starting the streaming worker and the API"):
+            start_worker_and_api(settings)
 
         async def measure() -> dict:
             store = OnlineStore.from_url(settings.redis_url, timeout_s=5.0)
             try:
-                await wait_for_worker(settings, store)
-                return await _replay_and_measure(settings, options, store)
+                with clock.step("first_recommendation", "a probe click through Kafka, then /recommend for it"):
+                    probe = await wait_for_worker(settings, store, int(artifacts.popular[0]))
+                    stage = await first_recommendation(settings, probe)
+                first = clock.since_start()
+                console.print(f"first live recommendation {first:.0f}s after the start (stage {stage})")
+                with clock.step("replay", ""):  # its phases say what they do
+                    report = await _replay_and_measure(settings, options, store)
+                return {"first_recommendation_s": first, "first_recommendation_stage": stage, **report}
             finally:
                 await store.close()
 
         report = asyncio.run(measure())
         report = {"model_version": artifacts.version, **report,
                   "lost": report["events_produced"] - report["dead_lettered"] - report["events_applied"],
-                  "total_seconds": round(time.time() - started, 1)}
+                  "step_seconds": clock.steps, "total_seconds": clock.since_start()}
         console.print(_render(report))
         return report
     finally:

@@ -112,6 +112,7 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
                 knobs["before_feast"]()
             console.print("ranker: backfilling the stream's item windows into Feast's offline store")
             streaming = feast_streaming_features(settings, data)
+            artifacts.meta["feast_applied"] = True  # over this version's batch sources
             t = lap("backfill", t)
         artifacts.meta["ranker"] = train_ranker(
             data, artifacts.path, algorithm=result.algorithm, factors=result.factors, decay=settings.recency_decay,

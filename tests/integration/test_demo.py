@@ -36,8 +36,19 @@ def test_demo_loses_nothing_and_reports_its_figures(live_settings, tmp_path):
     assert report["freshness_samples"] == report["events_applied"]
     assert report["recommend_requests"] > 0 and report["recommend_errors"] == 0
     assert report["recommend_stages"].get("stream", 0) > 0
-    for key in ("freshness_ms_p50", "recommend_ms_p50", "recommend_ms_p99"):
+    for key in ("freshness_ms_p50", "recommend_ms_p50", "recommend_ms_p99", "recommend_server_ms_p50",
+                "worker_freshness_ms_p99"):
         assert isinstance(report[key], float)
+    assert report["lost"] == 0
+    # the first live answer came for the probe click the worker had just applied, before the end
+    assert 0 < report["first_recommendation_s"] < report["total_seconds"]
+    assert report["first_recommendation_stage"] == "stream"
+    steps = report["step_seconds"]
+    assert set(steps) == {"train", "stack", "feast", "start", "first_recommendation", "replay"}
+    # steps are sequential (the stack overlaps training); each is rounded to 0.1 s
+    assert sum(v for k, v in steps.items() if k != "stack") <= report["total_seconds"] + 0.5
+    # the model's training ran `feast apply`, so the demo only materialized (one Feast start saved)
+    assert "feast materialize (batch" in completed.stderr and "feast apply + materialize" not in completed.stderr
     # it stopped what it started, and only that
     assert process.is_running("worker", settings) is None and process.is_running("api", settings) is None
     from streamrec.infra.kafka import broker_answers
