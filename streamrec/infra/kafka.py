@@ -60,20 +60,28 @@ def free_port(host: str = "127.0.0.1", low: int = 20_000, high: int = 32_000) ->
     """A port free now, below the kernel's ephemeral range (32768+ on Linux).
 
     Ports the OS hands out with bind(0) come from the ephemeral range, where any outgoing
-    connection may take them again before our server binds; this range is only ours.
+    connection may take them again before our server binds; this range is only ours. A port is
+    handed out once per process: two calls before either server binds (a broker's PLAINTEXT and
+    CONTROLLER listeners, an API and a worker port) must not get the same one.
     """
     import random
 
     for _ in range(200):
         port = random.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError(f"no free port found on {host} between {low} and {high}")
+
+
+_HANDED_OUT: set[int] = set()
 
 
 def _admin(bootstrap: str, timeout_s: float):  # -> kafka.KafkaAdminClient

@@ -70,3 +70,11 @@ def test_children_do_not_inherit_a_prometheus_multiprocess_dir(tmp_path, monkeyp
     while (not out.exists() or not out.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert out.read_text() == repr([None, None, "yes"])
+
+
+def test_free_port_never_hands_out_the_same_port_twice():
+    # CI once started a broker with PLAINTEXT and CONTROLLER on one port: two calls, same answer.
+    from streamrec.infra.kafka import free_port
+
+    ports = [free_port(low=20_000, high=20_999) for _ in range(100)]  # 99 % collide without the guard
+    assert len(set(ports)) == len(ports)
