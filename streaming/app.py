@@ -87,15 +87,13 @@ def create_app(settings: Settings) -> faust.App:
             batch = [RawRecord(e.value, e.message.partition, e.message.offset, e.message.topic, e.message.timestamp)
                      for e in events]
             await session_processor.process(batch)
-            for e in events:
-                processed.done(e.message.topic, e.message.partition, e.message.offset)
+            processed.done((r.topic, r.partition, r.offset) for r in batch)
 
     @app.agent(by_item, name="items")
     async def process_items(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.flush_max_events, within=within):
             await item_processor.process([ItemClick.from_json(c) for e in events for c in _as_dict(e.value)["clicks"]])
-            for e in events:
-                processed.done(e.message.topic, e.message.partition, e.message.offset)
+            processed.done((e.message.topic, e.message.partition, e.message.offset) for e in events)
 
     @app.timer(interval=min(60.0, settings.session_idle_s / 4))
     async def evict_idle_sessions() -> None:

@@ -40,7 +40,7 @@ FRESHNESS_SECONDS = Histogram(
 )
 CONSUMER_LAG = Gauge(
     "streamrec_worker_consumer_lag",
-    "Records in each assigned partition past the worker's fetch position (highwater - position).",
+    "Records in each assigned partition not yet turned into features (highwater - last processed offset - 1).",
     ["topic", "partition"],
 )
 
@@ -79,10 +79,12 @@ class ProcessedOffsets:
     def __init__(self) -> None:
         self.last: dict[tuple[str, int], int] = {}
 
-    def done(self, topic: str, partition: int, offset: int) -> None:
-        key = (topic, partition)
-        if offset > self.last.get(key, -1):
-            self.last[key] = offset
+    def done(self, records: Iterable[tuple[str, int, int]]) -> None:
+        """Mark (topic, partition, offset) records of a batch whose features are written."""
+        last = self.last
+        for topic, partition, offset in records:
+            if offset > last.get((topic, partition), -1):
+                last[(topic, partition)] = offset
 
     def lags(self, assigned: Iterable[tuple[str, int]], highwater: Callable[[str, int], int | None]
              ) -> dict[tuple[str, int], int]:

@@ -197,7 +197,8 @@ def demo(
     warmup_events: Annotated[int, typer.Option(min=0, help="Unmeasured events first (reported apart).")] = 2000,
     keep_running: Annotated[bool, typer.Option(help="Leave the stack, worker and API running afterwards.")] = False,
 ) -> None:
-    """The whole system end to end: up, train, feast apply/materialize, worker, API, replay, report."""
+    """The whole system end to end: up (while a small model trains), feast materialize, worker, API,
+    a first live recommendation, replay through Kafka, report."""
     from streamrec.demo import DemoOptions, run_demo
 
     report = run_demo(_settings(), DemoOptions(dataset=dataset, events=events, rate=rate,

@@ -158,7 +158,7 @@ def start_worker_and_api(settings: Settings) -> None:
     process.wait_until(api_up, 90, "the API to answer /health")
 
 
-async def wait_for_worker(settings: Settings, store: OnlineStore, item_id: int = 0, timeout_s: float = 120) -> str:
+async def wait_for_worker(settings: Settings, store: OnlineStore, item_id: int, timeout_s: float = 120) -> str:
     """Send a probe click and wait until the worker has written it: proves the path is live.
     Returns the probe's session id; `item_id` is the item it clicks (one in the catalogue, so the
     answer for it is a ranked one, not the empty-session fallback)."""

@@ -56,6 +56,9 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
+_HANDED_OUT: set[int] = set()  # by free_port, in this process
+
+
 def free_port(host: str = "127.0.0.1", low: int = 20_000, high: int = 32_000) -> int:
     """A port free now, below the kernel's ephemeral range (32768+ on Linux).
 
@@ -79,9 +82,6 @@ def free_port(host: str = "127.0.0.1", low: int = 20_000, high: int = 32_000) ->
             _HANDED_OUT.add(port)
             return port
     raise RuntimeError(f"no free port found on {host} between {low} and {high}")
-
-
-_HANDED_OUT: set[int] = set()
 
 
 def _admin(bootstrap: str, timeout_s: float):  # -> kafka.KafkaAdminClient

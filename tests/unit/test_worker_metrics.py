@@ -7,9 +7,8 @@ from streaming import metrics
 
 def test_processed_offsets_give_highwater_minus_next_offset_to_process():
     processed = metrics.ProcessedOffsets()
-    processed.done("clicks", 0, 9)
-    processed.done("clicks", 0, 4)  # a redelivered older record does not move the mark back
-    processed.done("clicks", 1, 0)
+    processed.done([("clicks", 0, 9), ("clicks", 1, 0)])
+    processed.done([("clicks", 0, 4)])  # a redelivered older record does not move the mark back
     highwaters = {("clicks", 0): 15, ("clicks", 1): 1, ("clicks", 2): 7}
     lags = processed.lags(highwaters, lambda topic, partition: highwaters[(topic, partition)])
     # partition 2 has nothing processed yet: left out, not reported as 7 or 0
@@ -18,7 +17,7 @@ def test_processed_offsets_give_highwater_minus_next_offset_to_process():
 
 def test_processed_offsets_skip_a_partition_without_a_highwater():
     processed = metrics.ProcessedOffsets()
-    processed.done("clicks", 0, 3)
+    processed.done([("clicks", 0, 3)])
     assert processed.lags([("clicks", 0)], lambda topic, partition: None) == {}
 
 
