@@ -13,7 +13,7 @@ setup:
 	PYTHON=$(PYTHON) bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m streamrec.cli demo $(ARGS)
+	$(PY) -m cli demo $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(ARGS)

@@ -37,7 +37,7 @@ import typer
 
 from bench.cli import bench_app
 from bench.report import console, emit_json, latency_summary, print_table
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streamrec.settings import Settings, get_settings
 
 PATHS = ("project", "feast_sdk", "feast_server")
@@ -186,7 +186,7 @@ class FeastServer:
     """`feast -c feature_repo serve` on a free loopback port, as a child of this process."""
 
     def __init__(self, settings: Settings, max_requests: int) -> None:
-        from streamrec.infra.kafka import free_port
+        from infra.kafka import free_port
 
         self.settings = settings
         self.port = free_port()
@@ -329,7 +329,7 @@ async def _measure(settings: Settings, options: FeatureBenchOptions, feast_store
 
 def run_features_bench(settings: Settings, options: FeatureBenchOptions) -> dict[str, object]:
     """The figures of one run (latencies in ms, speedups of p50 and p99, mismatch counts)."""
-    from streamrec.infra.redis_server import answers
+    from infra.redis_server import answers
 
     if not answers(settings.redis_url):
         raise BenchSetupError(f"no Redis answers at {settings.redis_url}: run `streamrec up` "

@@ -134,7 +134,7 @@ def _srgnn_test_prefixes(path: Path) -> Iterator[list[int]]:
 
 def _dataset_prefixes(path: Path, rng: np.random.Generator) -> Iterator[list[int]]:
     """A random-length prefix of each session of the dataset (its training split)."""
-    from training.datasets import load_dataset
+    from streamrec.datasets import load_dataset
 
     data = load_dataset(path)
     starts = data.session_starts()
@@ -411,14 +411,14 @@ def running_server(settings: Settings, url: str | None, timeout_s: float = 180.0
                                   "leave out --url to let the benchmark start one")
         yield url.rstrip("/"), None
         return
-    from streamrec.infra import process
-    from streamrec.infra.kafka import free_port
+    from infra import process
+    from infra.kafka import free_port
 
     port = free_port()
     name = f"bench-api-{port}"
     env = {**settings.to_env(), "STREAMREC_API_HOST": "127.0.0.1", "STREAMREC_API_PORT": str(port)}
     base = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "streamrec.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    argv = [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers or settings.api_workers)]
     pid = process.start_detached(name, argv, settings, env=env)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -447,9 +447,9 @@ def _served_model(health: dict | None, model) -> dict[str, Any]:
     detail = ((health or {}).get("model") or {}).get("detail", "")
     items = re.search(r"(\d+) items", detail)
     scorer = re.search(r"scorer (\S+)", detail)
-    from serving.scoring import RANKER_FILE
+    from streamrec.artifacts import RANKER
 
-    local_scorer = "lightgbm-lambdarank" if (model.path / RANKER_FILE).exists() else "blend"
+    local_scorer = "lightgbm-lambdarank" if (model.path / RANKER).exists() else "blend"
     return {"catalogue_items": int(items.group(1)) if items else len(model.item_ids),
             "model_version": (health or {}).get("model_version") or model.version,
             "scorer": scorer.group(1) if scorer else local_scorer}

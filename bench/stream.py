@@ -353,7 +353,7 @@ class Visibility:
 async def observe(store, traffic: Traffic, t0: float, rate: float, poll_s: float,  # noqa: ANN001
                   settle_s: float = SETTLE_S) -> Visibility:
     """Poll the session rows of every due, unseen event until all are visible (or no progress for settle_s)."""
-    from feature_repo import schema as s
+    from streamrec import feature_schema as s
     from streamrec.online_store import ReadRequest
 
     n = len(traffic)
@@ -490,29 +490,29 @@ class Worker:
         self.pid: int | None = None
 
     def start(self) -> int:
-        from streamrec.infra import process
+        from infra import process
 
-        self.pid = process.start_detached(self.name, [sys.executable, "-m", "streamrec.cli", "stream"],
+        self.pid = process.start_detached(self.name, [sys.executable, "-m", "cli", "stream"],
                                           self.settings, env=self.settings.to_env())
         return self.pid
 
     def alive(self) -> bool:
-        from streamrec.infra import process
+        from infra import process
 
         return process.is_running(self.name, self.settings) is not None
 
     def log_tail(self) -> str:
-        from streamrec.infra import process
+        from infra import process
 
         return process.log_tail(self.name, self.settings)
 
     def stop(self) -> None:
-        from streamrec.infra import process
+        from infra import process
 
         process.stop(self.name, self.settings, timeout_s=20.0)
 
     def remove_log(self) -> None:
-        from streamrec.infra import process
+        from infra import process
 
         process.log_path(self.name, self.settings).unlink(missing_ok=True)
 
@@ -684,7 +684,7 @@ def _package(frame: str) -> str:
 
 async def missing_clicks(store, expected: dict[str, int]) -> int:  # noqa: ANN001
     """Clicks produced but not counted in the sessions' rows (0 when nothing was lost)."""
-    from feature_repo import schema as s
+    from streamrec import feature_schema as s
     from streamrec.online_store import ReadRequest
 
     sessions = list(expected)
@@ -755,7 +755,7 @@ async def reference_run(settings: Settings, ends: dict[int, int], process: bool)
 
 async def rows_match_reference(store, session_ids: Sequence[str]) -> bool:  # noqa: ANN001
     """The reference wrote the same session rows as the worker (both built the same state from the backlog)."""
-    from feature_repo import schema as s
+    from streamrec import feature_schema as s
     from streamrec.online_store import OnlineStore
 
     reference = OnlineStore(store.client, project=store.project + REFERENCE_PROJECT_SUFFIX)
@@ -776,7 +776,7 @@ def _plain(value: object) -> object:
 
 def bench_settings(settings: Settings, tag: str) -> Settings:
     """The configured stack with this run's own topics, worker id (consumer group) and web port."""
-    from streamrec.infra.kafka import free_port
+    from infra.kafka import free_port
 
     return settings.model_copy(update={
         "clicks_topic": f"bench-clicks-{tag}",
@@ -787,7 +787,7 @@ def bench_settings(settings: Settings, tag: str) -> Settings:
 
 
 def check_stack(settings: Settings) -> None:
-    from streamrec.infra import kafka, redis_server
+    from infra import kafka, redis_server
 
     if not redis_server.answers(settings.redis_url):
         raise BenchSetupError(f"Redis does not answer at {settings.redis_url}: start the stack (`streamrec up`) "
@@ -821,7 +821,7 @@ def delete_topics(settings: Settings) -> None:
 
 async def delete_rows(store, session_ids: Sequence[str]) -> None:  # noqa: ANN001
     """Delete the benchmark's session and item rows, the worker's and the reference's."""
-    from feature_repo import schema as s
+    from streamrec import feature_schema as s
     from streamrec import feast_codec as codec
 
     keys = []
@@ -836,7 +836,7 @@ async def delete_rows(store, session_ids: Sequence[str]) -> None:  # noqa: ANN00
 # --- the benchmark ------------------------------------------------------------------------------
 
 def run_stream_bench(settings: Settings, options: StreamBenchOptions) -> dict[str, Any]:
-    from streamrec.infra import stack
+    from infra import stack
 
     load_at_start = os.getloadavg()[0]
     steal = StealMeter()

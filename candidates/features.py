@@ -124,3 +124,12 @@ def _lookup(ids: np.ndarray, keys: np.ndarray, values: np.ndarray, default: floa
         found = keys[order][where] == ids
         out[found] = values[order][where[found]]
     return out
+
+
+def merge_session_items(stream_items: list[int], request_items: list[int], limit: int) -> list[int]:
+    """Stream items then request items, oldest first, each item once at its latest position."""
+    merged: dict[int, None] = {}
+    for item in [*stream_items, *request_items]:
+        merged.pop(item, None)
+        merged[item] = None
+    return list(merged)[-limit:]

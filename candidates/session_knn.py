@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from training.datasets import Interactions
+from streamrec.artifacts import SESSION_KNN
+from streamrec.interactions import Interactions
 
 # Chosen by MRR@20 on the validation split of the Diginetica SR-GNN training sessions (last 10% of
 # sessions by time; coordinate search over every parameter, then a grid around the optimum):
@@ -44,8 +45,6 @@ from training.datasets import Interactions
 # point, so the defaults transfer. Neighbour recency weighting (STAN's λ2) was tried and lost on
 # both datasets (the recency-sampled candidates already favour recent sessions), so it is absent.
 # Diginetica test pairs (fit on all training sessions): HR@20 51.9 / MRR@20 18.7.
-SESSION_KNN_FILE = "session_knn.npz"
-
 DEFAULT_PARAMS: dict[str, Any] = {
     "k": 200,
     "sample_size": 500,
@@ -165,7 +164,7 @@ class SessionKNN:
 
     def save(self, folder: Path) -> Path:
         """Write the fitted index next to a model version (loading it needs no refit)."""
-        path = Path(folder) / SESSION_KNN_FILE
+        path = Path(folder) / SESSION_KNN
         np.savez(path, **{name: getattr(self, name) for name in self._ARRAYS},
                  n_sessions=np.int64(self.n_sessions), max_len=np.int64(self._max_len),
                  params=np.array(json.dumps(self.get_params())))
@@ -174,7 +173,7 @@ class SessionKNN:
     @classmethod
     def load(cls, folder: Path) -> "SessionKNN | None":
         """The index saved with a model version, or None for versions trained without one."""
-        path = Path(folder) / SESSION_KNN_FILE
+        path = Path(folder) / SESSION_KNN
         if not path.exists():
             return None
         with np.load(path) as saved:
@@ -347,7 +346,7 @@ def tune(train: Interactions, grid: Mapping[str, Sequence[Any]], *, valid_share:
     evaluation baseline both need) or "hr" — with the other metric breaking ties.
     Returns (best full parameter dict, report with every grid point's HR/MRR and popularity's).
     """
-    from training.embeddings import next_item_cases, split_by_time
+    from streamrec.interactions import next_item_cases, split_by_time
 
     if metric not in ("mrr", "hr"):
         raise ValueError("metric must be 'mrr' or 'hr'")

@@ -7,20 +7,15 @@ sources by the Faust worker.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Float32, Int64
 
-try:  # imported as a package (streamrec installed) or as a loose file by `feast apply`
-    from feature_repo import schema as s
-except ImportError:  # pragma: no cover - feast puts the repo folder itself on sys.path
-    import schema as s  # type: ignore[no-redef]
+from streamrec import feature_schema as s
+from streamrec.settings import Settings
 
-_DATA_DIR = Path(os.environ.get("STREAMREC_DATA_DIR", Path(__file__).resolve().parents[1] / ".streamrec"))
-BATCH_DIR = _DATA_DIR.expanduser().resolve() / "batch"
+BATCH_DIR = Settings().batch_dir  # the same STREAMREC_DATA_DIR the trainer writes under
 
 
 def _parquet(name: str) -> FileSource:

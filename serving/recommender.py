@@ -18,10 +18,10 @@ from typing import Protocol
 
 import numpy as np
 
-from candidates.features import STREAMING_FEATURES, CandidateGenerators, session_embedding
+from candidates.features import STREAMING_FEATURES, CandidateGenerators, merge_session_items, session_embedding
 from candidates.index import CandidateIndex
 from candidates.session_knn import SessionKNN
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from serving.budget import Budget, CircuitBreaker, StepCost, StepTimings
 from serving.feature_cache import TTLCache
 from serving.scoring import Scorer, top_k
@@ -56,15 +56,6 @@ class Result:
     session_items: list[int]
     timings_ms: dict[str, float]
     degraded_reasons: list[str] = field(default_factory=list)
-
-
-def merge_session_items(stream_items: list[int], request_items: list[int], limit: int) -> list[int]:
-    """Stream items then request items, oldest first, each item once at its latest position."""
-    merged: dict[int, None] = {}
-    for item in [*stream_items, *request_items]:
-        merged.pop(item, None)
-        merged[item] = None
-    return list(merged)[-limit:]
 
 
 class Recommender:

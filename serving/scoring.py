@@ -15,10 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from candidates.features import CandidateSet
+from streamrec.artifacts import RANKER, RANKER_BATCH_ONLY, RANKER_META
 
-RANKER_FILE = "ranker.txt"
-RANKER_META = "ranker.json"
-RANKER_BATCH_ONLY_FILE = "ranker_batch_only.txt"  # the streaming-features ablation, when trained
 
 
 @dataclass(frozen=True)
@@ -57,13 +55,12 @@ class Scorer:
     @classmethod
     def load(cls, folder: Path, *, batch_only: bool = False) -> "Scorer":
         """The version's ranker; `batch_only`: its twin trained without the streaming features."""
-        path = Path(folder) / (RANKER_BATCH_ONLY_FILE if batch_only else RANKER_FILE)
+        path = Path(folder) / (RANKER_BATCH_ONLY if batch_only else RANKER)
         if not path.exists():
             if batch_only:
                 raise FileNotFoundError(f"{path}: this model version was trained without streaming features")
             return cls()
-        import lightgbm as lgb
-
+        lgb = import_lightgbm()
         meta = json.loads((Path(folder) / RANKER_META).read_text())
         return cls(lgb.Booster(model_file=str(path)), tuple(meta["batch_only_features" if batch_only else "features"]))
 
@@ -74,6 +71,31 @@ class Scorer:
         return (w.session_knn * _unit(f["session_knn"]) + w.similarity * f["similarity"]
                 + w.covisitation * _unit(f["covisitation"]) + w.popularity * _unit(f["popularity"])
                 + w.trending_1h * _unit(np.log1p(f["trending_1h"])))
+
+
+# LightGBM imports these when it finds them, only to accept their frame types as input; the API
+# passes numpy arrays, and pandas alone costs ~0.5 s of start-up and tens of MB per worker.
+_LIGHTGBM_OPTIONAL = ("pandas", "sklearn", "dask", "pyarrow", "datatable", "cffi")
+
+
+def import_lightgbm():
+    """`import lightgbm` without loading its optional frame libraries (a `None` entry in
+    `sys.modules` makes Python's import raise ImportError, and lightgbm.compat then falls back to
+    numpy-only input). Libraries already loaded (training, evaluation) are left as they are."""
+    import sys
+
+    if "lightgbm" in sys.modules:
+        return sys.modules["lightgbm"]
+    hidden = [name for name in _LIGHTGBM_OPTIONAL if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import lightgbm
+    finally:
+        for name in hidden:
+            if sys.modules.get(name) is None:
+                del sys.modules[name]
+    return lightgbm
 
 
 def top_k(item_ids: np.ndarray, scores: np.ndarray, k: int, exclude: set[int]) -> list[tuple[int, float]]:

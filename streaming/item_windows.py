@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-BUCKET_MS = 60_000
-FIVE_MINUTES_MS = 5 * 60_000
-HOUR_MS = 60 * 60_000
+from streamrec import feature_schema as s
+
+BUCKET_MS = s.TRENDING_BUCKET_MS
+FIVE_MINUTES_MS = s.CLICKS_5M_WINDOW_MS
+HOUR_MS = s.CLICKS_1H_WINDOW_MS
 
 
 class ItemWindows(TypedDict):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streaming import item_windows, metrics, session_state
 from streamrec.events import InvalidEvent, parse_event
 from streamrec.online_store import OnlineStore, Row

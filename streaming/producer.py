@@ -60,7 +60,7 @@ def replay_events(options: ReplayOptions) -> Iterator[ClickEvent]:
     """
     import numpy as np
 
-    from training.datasets import load_dataset
+    from streamrec.datasets import load_dataset
 
     parts = [load_dataset(options.dataset, split="train")]
     if options.dataset is not None:

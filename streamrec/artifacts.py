@@ -25,6 +25,10 @@ COVISIT = "covisit.npz"  # CSR by item row: indptr [n+1], neighbours (item ids),
 INDEX = "index.faiss"  # FAISS index, id-mapped to item ids
 INDEX_META = "index.json"  # index type, parameters and measured recall
 META = "meta.json"  # version, dataset, algorithm, validation figures
+SESSION_KNN = "session_knn.npz"  # the session-kNN memory (candidates.session_knn)
+RANKER = "ranker.txt"  # LightGBM LambdaRank model (training.ranker writes, serving.scoring reads)
+RANKER_META = "ranker.json"  # the ranker's feature columns and validation report
+RANKER_BATCH_ONLY = "ranker_batch_only.txt"  # the streaming-features ablation, when trained
 CURRENT = "CURRENT"
 
 

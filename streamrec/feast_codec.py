@@ -15,7 +15,7 @@ from functools import lru_cache
 import mmh3
 import numpy as np
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 
 _VALUE_TYPE_STRING = 2  # feast ValueType.STRING
 _VALUE_TYPE_INT64 = 4  # feast ValueType.INT64

@@ -14,7 +14,7 @@ from functools import lru_cache
 import redis.asyncio as aioredis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streamrec import feast_codec as codec
 from streamrec.compat import timeout
 

@@ -13,13 +13,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from feature_repo import schema as s
-from streamrec.infra import process, stack
-from streamrec.infra.kafka import free_port
+from streamrec import feature_schema as s
+from infra import process, stack
+from infra.kafka import free_port
 from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
 
-CLI = [sys.executable, "-m", "streamrec.cli"]
+CLI = [sys.executable, "-m", "cli"]
 
 
 def make_settings(data_dir, **overrides) -> Settings:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 

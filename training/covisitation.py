@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from streamrec.artifacts import CoVisitation
-from training.datasets import Interactions
+from streamrec.interactions import Interactions
 
 
 def build_covisitation(data: Interactions, item_ids: np.ndarray, *, window: int = 3,

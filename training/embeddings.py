@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from training.datasets import Interactions
+from streamrec.interactions import Interactions, next_item_cases, split_by_time
 
 DEFAULT_CANDIDATES: tuple[tuple[str, int], ...] = (("als", 64), ("bpr", 64), ("als", 128))
 ITERATIONS = {"als": 15, "bpr": 100}
@@ -35,17 +35,6 @@ class EmbeddingResult:
     algorithm: str
     factors: int
     report: dict[str, Any] = field(default_factory=dict)
-
-
-def split_by_time(data: Interactions, valid_share: float = 0.1) -> tuple[Interactions, Interactions]:
-    """Last `valid_share` of sessions by start time → validation; the rest → training."""
-    starts = data.session_starts()
-    first_ts = data.timestamps[starts]
-    order = np.argsort(first_ts, kind="stable")
-    n_valid = max(1, int(round(len(starts) * valid_share)))
-    valid = np.zeros(len(starts), dtype=bool)
-    valid[order[-n_valid:]] = True
-    return data.subset_sessions(~valid), data.subset_sessions(valid)
 
 
 def session_item_matrix(data: Interactions) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -86,20 +75,6 @@ def normalise(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
-
-
-def next_item_cases(data: Interactions, *, context: int = 3, max_cases: int = 5000,
-                    seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
-    """(prefix tail of ≤ `context` items, next item) for every position ≥ 1, sampled to max_cases."""
-    starts = data.session_starts()
-    ends = np.append(starts[1:], len(data))
-    rows = np.arange(len(data))
-    first = np.repeat(starts, ends - starts)
-    targets = rows[rows > first]
-    if len(targets) > max_cases:
-        targets = np.sort(np.random.default_rng(seed).choice(targets, max_cases, replace=False))
-    prefixes = [data.item_ids[max(f, t - context):t] for f, t in zip(first[targets], targets)]
-    return prefixes, data.item_ids[targets]
 
 
 def hit_rate(embeddings: np.ndarray, item_ids: np.ndarray, prefixes: Sequence[np.ndarray],

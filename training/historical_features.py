@@ -65,15 +65,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feature_repo import schema as s
-from streaming.item_windows import BUCKET_MS, FIVE_MINUTES_MS, HOUR_MS
+from streamrec import feature_schema as s
 from training.batch_sources import ITEM_STREAM_SCHEMA, TIMESTAMP
-from training.datasets import Interactions
+from streamrec.interactions import Interactions
 
 _TIME_BITS = 42  # unix ms fit in 42 bits until the year 2109
 _TIME_MAX = (1 << _TIME_BITS) - 1
-_FIVE = FIVE_MINUTES_MS // BUCKET_MS  # window lengths in buckets
-_HOUR = HOUR_MS // BUCKET_MS
+_FIVE = s.CLICKS_5M_WINDOW_MS // s.TRENDING_BUCKET_MS  # window lengths in buckets
+_HOUR = s.CLICKS_1H_WINDOW_MS // s.TRENDING_BUCKET_MS
 
 TRENDING_FEATURES = (s.CLICKS_5M, s.CLICKS_1H)
 STATS_FEATURES = (s.POPULARITY, s.CATEGORY)
@@ -90,7 +89,7 @@ def item_trending_rows(item_ids: np.ndarray, ts_ms: np.ndarray) -> pd.DataFrame:
     Columns item_id, clicks_5m, clicks_1h, window_end_ts (ms) as int64; sorted by (item_id, time).
     """
     item_ids = np.asarray(item_ids, dtype=np.int64)
-    minute = np.asarray(ts_ms, dtype=np.int64) // BUCKET_MS  # bucket index (floor, also for < 0)
+    minute = np.asarray(ts_ms, dtype=np.int64) // s.TRENDING_BUCKET_MS  # bucket index (floor, also for < 0)
     columns = [s.ITEM_KEY, s.CLICKS_5M, s.CLICKS_1H, s.WINDOW_END_TS]
     if len(item_ids) == 0:
         return pd.DataFrame({c: np.zeros(0, dtype=np.int64) for c in columns})
@@ -126,7 +125,7 @@ def item_trending_rows(item_ids: np.ndarray, ts_ms: np.ndarray) -> pd.DataFrame:
         s.ITEM_KEY: ev_item[changed],
         s.CLICKS_5M: c5[changed],
         s.CLICKS_1H: c60[changed],
-        s.WINDOW_END_TS: ev_t[changed] * BUCKET_MS,
+        s.WINDOW_END_TS: ev_t[changed] * s.TRENDING_BUCKET_MS,
     })
 
 
@@ -307,7 +306,7 @@ if __name__ == "__main__":  # pragma: no cover - timing helper: python -m traini
     import sys
     import tempfile
 
-    from training.datasets import load_dataset
+    from streamrec.datasets import load_dataset
 
     t0 = time.perf_counter()
     data = load_dataset(Path(sys.argv[1]) if len(sys.argv) > 1 else None)

@@ -17,7 +17,8 @@ import numpy as np
 
 from streamrec.artifacts import ModelArtifacts, set_current_version
 from streamrec.settings import Settings
-from training.datasets import Interactions, load_dataset
+from streamrec.datasets import load_dataset
+from streamrec.interactions import Interactions
 
 N_POPULAR = 1000
 SYNTHETIC_KNOBS = ("n_sessions", "n_items", "n_topics", "seed")
@@ -44,7 +45,7 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     from training.covisitation import build_covisitation
     from training.embeddings import DEFAULT_CANDIDATES, train_embeddings
     from training.popularity import item_popularity, recent_item_popularity
-    from training.synthetic import generate_sessions
+    from streamrec.synthetic import generate_sessions
 
     console = Console(quiet=not progress, stderr=True)  # stdout stays free for --json
     started = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.datasets import Interactions
+from streamrec.interactions import Interactions
 
 RECENT_SHARE = 0.1
 

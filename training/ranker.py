@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from candidates.features import FEATURE_NAMES, STREAMING_FEATURES, CandidateGenerators
-from training.datasets import Interactions
+from candidates.features import FEATURE_NAMES, STREAMING_FEATURES, CandidateGenerators, merge_session_items
+from streamrec.interactions import Interactions
 
-from serving.scoring import RANKER_BATCH_ONLY_FILE, RANKER_FILE, RANKER_META
+from streamrec.artifacts import RANKER, RANKER_BATCH_ONLY, RANKER_META
 
 K = 20
 
@@ -40,7 +40,7 @@ class Examples:
 
 
 def split_three(data: Interactions) -> tuple[Interactions, Interactions, Interactions]:
-    from training.embeddings import split_by_time
+    from streamrec.interactions import split_by_time
 
     rest, valid = split_by_time(data, 0.1)
     base, train = split_by_time(rest, 1 / 9)
@@ -72,7 +72,6 @@ def build_examples(generators: CandidateGenerators, data: Interactions, max_case
                    name: str = "examples") -> Examples:
     """Every prefix of `data`'s sessions → candidates + features, sampled to `max_cases` cases;
     `log` hears progress about every 3 s (this loop is the ranker's slowest step)."""
-    from serving.recommender import merge_session_items
 
     starts = data.session_starts()
     ends = np.append(starts[1:], len(data))
@@ -206,9 +205,9 @@ def train_ranker(data: Interactions, folder: Path, *, algorithm: str, factors: i
                                  name="ranker without streaming")
         report["valid_without_streaming"] = ranking_quality(without.predict(valid.features), valid)
         report["batch_only_features"] = [FEATURE_NAMES[i] for i in batch_columns]
-        without.booster.save_model(str(Path(folder) / RANKER_BATCH_ONLY_FILE),
+        without.booster.save_model(str(Path(folder) / RANKER_BATCH_ONLY),
                                    num_iteration=int(without.booster.best_iteration or 0) or None)
-    ranker.booster.save_model(str(Path(folder) / RANKER_FILE), num_iteration=report["best_iteration"])
+    ranker.booster.save_model(str(Path(folder) / RANKER), num_iteration=report["best_iteration"])
     report["seconds"] = round(time.perf_counter() - started, 1)
     (Path(folder) / RANKER_META).write_text(json.dumps(report, indent=2))
     log(f"ranker: valid HR@20 {report['valid']['HR@20']} MRR@20 {report['valid']['MRR@20']} "

@@ -21,7 +21,7 @@ PATHS = ("project", "feast_sdk", "feast_server")
 
 def run_bench(settings: Settings, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", "bench", "features", *args],
+        [sys.executable, "-m", "cli", "bench", "features", *args],
         env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=540,
     )
 
@@ -61,7 +61,7 @@ def test_features_bench_leaves_no_sessions_behind(live_settings):
 
 
 def test_features_bench_says_what_to_run_without_a_stack(tmp_path):
-    from streamrec.infra.kafka import free_port
+    from infra.kafka import free_port
 
     settings = Settings(data_dir=tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     completed = run_bench(settings, "--requests", "1")

@@ -50,7 +50,7 @@ def cli_result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data_dir = tmp_path_factory.mktemp("retrieval")
     _save_small_model(data_dir)
     completed = subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", "bench", "retrieval", "--items", "20000", "--queries", "200",
+        [sys.executable, "-m", "cli", "bench", "retrieval", "--items", "20000", "--queries", "200",
          "--tuning-queries", "200", "--json"],
         env={**os.environ, "STREAMREC_DATA_DIR": str(data_dir)}, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]

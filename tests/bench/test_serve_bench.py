@@ -17,7 +17,7 @@ import pytest
 from bench.serve import cpu_bound, parse_wrk_output, request_bodies, sample_sessions, where_we_stand
 from serving.schemas import RecommendRequest
 from streamrec.artifacts import CoVisitation, ModelArtifacts
-from streamrec.infra import process
+from infra import process
 from streamrec.settings import Settings
 
 LEVEL_KEYS = {"concurrency", "rps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "non_2xx", "degraded"}
@@ -26,7 +26,7 @@ RATE_KEYS = {"offered", "achieved", "p50_ms", "p99_ms", "errors"}
 
 def run_bench(settings: Settings, *args: str) -> dict:
     completed = subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", "bench", "serve", "--json", *args],
+        [sys.executable, "-m", "cli", "bench", "serve", "--json", *args],
         env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=540,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]

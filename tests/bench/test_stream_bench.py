@@ -96,7 +96,7 @@ def test_profile_summary_charges_samples_to_leaves_and_project_functions(tmp_pat
 def result(live_settings: Settings) -> dict:
     """A short run: 2,000-event backlog, 2 s at 200 events/s, 2 s near saturation, the reference."""
     completed = subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", "bench", "stream", "--json", "--events", "2000", "--rate", "200",
+        [sys.executable, "-m", "cli", "bench", "stream", "--json", "--events", "2000", "--rate", "200",
          "--duration", "2"],
         env={**os.environ, **live_settings.to_env()}, capture_output=True, text=True, timeout=540,
     )

@@ -6,8 +6,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from streamrec.infra import process, stack
-from streamrec.infra.kafka import free_port
+from infra import process, stack
+from infra.kafka import free_port
 from streamrec.settings import Settings
 
 

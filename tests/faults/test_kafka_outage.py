@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from serving.event_sink import EventSink
-from streamrec.infra import kafka, process, stack
-from streamrec.infra.kafka import free_port
+from infra import kafka, process, stack
+from infra.kafka import free_port
 from streamrec.settings import Settings
 from tests.conftest import CLI, wait_for
 from tests.faults.test_redis_outage import own_settings, start_api

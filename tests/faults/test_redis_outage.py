@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streamrec.infra import process, redis_server
-from streamrec.infra.kafka import free_port
+from infra import process, redis_server
+from infra.kafka import free_port
 from streamrec.settings import Settings
 from tests.conftest import start_api, wait_for
 

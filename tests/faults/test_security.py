@@ -18,10 +18,10 @@ import pytest
 import redis
 import yaml
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streaming.producer import make_producer
-from streamrec.infra import process, redis_server, stack
-from streamrec.infra.kafka import free_port
+from infra import process, redis_server, stack
+from infra.kafka import free_port
 from streamrec.online_store import OnlineStore
 from streamrec.events import MAX_ITEM_ID
 from streamrec.settings import Settings

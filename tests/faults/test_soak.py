@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from streamrec.artifacts import load_current
-from streamrec.infra import process
+from infra import process
 from streamrec.settings import Settings
 from tests.conftest import CLI
 

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from streamrec.infra import process
-from streamrec.infra.kafka import free_port
+from infra import process
+from infra.kafka import free_port
 from streamrec.settings import Settings
 from tests.conftest import CLI, wait_for
 from tests.faults.conftest import own_worker_settings

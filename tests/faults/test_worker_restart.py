@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streaming import session_state
 from streaming.producer import make_producer
 from streamrec.events import ClickEvent
-from streamrec.infra import process
+from infra import process
 from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
 from tests.faults.conftest import own_worker_settings

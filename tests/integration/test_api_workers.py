@@ -8,8 +8,8 @@ import httpx
 import psutil
 import pytest
 
-from streamrec.infra import process
-from streamrec.infra.kafka import free_port
+from infra import process
+from infra.kafka import free_port
 from streamrec.settings import Settings
 from tests.conftest import start_api
 

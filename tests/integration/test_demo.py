@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from streamrec.infra import process
-from streamrec.infra.kafka import free_port
+from infra import process
+from infra.kafka import free_port
 from tests.conftest import make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -23,7 +23,7 @@ def test_demo_loses_nothing_and_reports_its_figures(live_settings, tmp_path):
                              redis_url=f"redis://127.0.0.1:{redis_port}/1", api_port=free_port())
     env = {**settings.to_env(), "PYTHONUNBUFFERED": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", "demo", "--events", "3000", "--json"],
+        [sys.executable, "-m", "cli", "demo", "--events", "3000", "--json"],
         env=env, capture_output=True, text=True, timeout=540,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
@@ -51,6 +51,6 @@ def test_demo_loses_nothing_and_reports_its_figures(live_settings, tmp_path):
     assert "feast materialize (batch" in completed.stderr and "feast apply + materialize" not in completed.stderr
     # it stopped what it started, and only that
     assert process.is_running("worker", settings) is None and process.is_running("api", settings) is None
-    from streamrec.infra.kafka import broker_answers
+    from infra.kafka import broker_answers
 
     assert broker_answers(live_settings.kafka_bootstrap)

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from serving.schemas import Recommendation
-from streamrec.infra import process
+from infra import process
 from streamrec.settings import Settings
 from tests.conftest import read_session, wait_for
 

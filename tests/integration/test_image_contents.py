@@ -24,9 +24,9 @@ import pytest
 import yaml
 from docker.utils.build import exclude_paths
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streamrec.artifacts import load_current
-from streamrec.infra import process, stack
+from infra import process, stack
 from streamrec.settings import Settings
 from tests.conftest import make_settings, read_session, wait_for
 

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from streamrec.artifacts import load_current
-from streamrec.infra import process
-from streamrec.infra.kafka import free_port
+from infra import process
+from infra.kafka import free_port
 from streamrec.settings import Settings
 from tests.conftest import start_api, wait_for
 from tests.unit.test_monitoring import DASHBOARD, PROMETHEUS_YML, as_promql, dashboard_exprs

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import redis
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streamrec import feast_codec as codec
 from streamrec.online_store import OnlineStore, ReadRequest, Row
 from streamrec.settings import Settings

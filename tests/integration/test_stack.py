@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.infra import process, stack
-from streamrec.infra.kafka import broker_answers, free_port
-from streamrec.infra.redis_server import answers as redis_answers
+from infra import process, stack
+from infra.kafka import broker_answers, free_port
+from infra.redis_server import answers as redis_answers
 from streamrec.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -130,7 +130,7 @@ def test_process_helpers(settings: Settings) -> None:
 
 
 def test_missing_tools_give_install_hints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamrec.infra import kafka, redis_server
+    from infra import kafka, redis_server
 
     s = _settings(tmp_path, free_port(), free_port())
     monkeypatch.setattr(redis_server.shutil, "which", lambda _name: None)

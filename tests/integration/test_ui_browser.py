@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from feature_repo import schema as s
-from streamrec.infra import process
-from streamrec.infra.kafka import free_port
+from streamrec import feature_schema as s
+from infra import process
+from infra.kafka import free_port
 from streamrec.settings import Settings
 from tests.conftest import read_session, start_api, wait_for
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.datasets import (SRGNN_BASE_TS, SRGNN_CLICK_GAP_S, SRGNN_SESSION_GAP_S, Interactions,
-                               iter_sessions, load_dataset)
-from training.synthetic import generate_sessions
+from streamrec.datasets import SRGNN_BASE_TS, SRGNN_CLICK_GAP_S, SRGNN_SESSION_GAP_S, load_dataset
+from streamrec.interactions import Interactions, iter_sessions
+from streamrec.synthetic import generate_sessions
 
 import os
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import evaluate as ev
-from training.datasets import Interactions, load_dataset
-from training.synthetic import generate_sessions
+from evaluation import evaluate as ev
+from streamrec.datasets import load_dataset
+from streamrec.interactions import Interactions, iter_sessions
+from streamrec.synthetic import generate_sessions
 
 
 def write_srgnn(folder: Path, sessions: list[list[int]], pairs: list[tuple[list[int], int]]) -> Path:
@@ -50,7 +51,7 @@ def test_evaluate_end_to_end_beats_popularity(tmp_path):
     from streamrec.settings import Settings
 
     synthetic = generate_sessions(n_sessions=3000, n_items=400, n_topics=20, seed=5)
-    sessions = [items for _, items, _ in __import__("training.datasets", fromlist=["iter_sessions"]).iter_sessions(synthetic)]
+    sessions = [items for _, items, _ in iter_sessions(synthetic)]
     train, test = sessions[:2700], sessions[2700:]
     pairs = [(s[:i], s[i]) for s in test for i in range(1, len(s))]
     folder = write_srgnn(tmp_path / "synthetic_srgnn", train, pairs)

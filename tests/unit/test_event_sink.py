@@ -9,7 +9,7 @@ import pytest
 
 from serving.event_sink import EventSink, KafkaUnavailable
 from streamrec.events import ClickEvent
-from streamrec.infra.kafka import free_port
+from infra.kafka import free_port
 from streamrec.settings import Settings
 
 EVENT = ClickEvent(session_id="s", item_id=1, ts=1.0)

@@ -5,7 +5,7 @@ import base64
 import hashlib
 import json
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streaming import session_state
 from streaming.processor import DEAD_LETTER_MAX_VALUE_BYTES, RawRecord, SessionBatchProcessor, dead_letter_record
 from streamrec.settings import Settings

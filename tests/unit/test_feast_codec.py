@@ -9,7 +9,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import FloatList, Int64List, Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streamrec import feast_codec as codec
 
 

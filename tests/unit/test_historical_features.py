@@ -11,12 +11,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streaming import item_windows
-from streamrec.infra.kafka import free_port
+from infra.kafka import free_port
 from streamrec.settings import Settings
 from training.batch_sources import ITEM_STREAM_SCHEMA, write_batch_sources
-from training.datasets import Interactions
+from streamrec.interactions import Interactions
 from training.historical_features import (
     TrendingHistory,
     backfill_item_trending,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from streamrec.infra import process
+from infra import process
 
 
 def test_a_running_child_has_not_exited_and_a_finished_one_has() -> None:
@@ -41,7 +41,7 @@ def test_redis_is_ours_while_it_rewrites_its_title(tmp_path) -> None:
     if binary is None:
         pytest.skip("redis-server not installed")
     settings = Settings(data_dir=tmp_path)
-    from streamrec.infra.kafka import free_port
+    from infra.kafka import free_port
 
     argv = [binary, "--port", str(free_port()), "--bind", "127.0.0.1", "--save", "", "--logfile", ""]
     pid = process.start_detached("redis", argv, settings, cwd=tmp_path)
@@ -74,7 +74,7 @@ def test_children_do_not_inherit_a_prometheus_multiprocess_dir(tmp_path, monkeyp
 
 def test_free_port_never_hands_out_the_same_port_twice():
     # CI once started a broker with PLAINTEXT and CONTROLLER on one port: two calls, same answer.
-    from streamrec.infra.kafka import free_port
+    from infra.kafka import free_port
 
     ports = [free_port(low=20_000, high=20_999) for _ in range(100)]  # 99 % collide without the guard
     assert len(set(ports)) == len(ports)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streaming.processor import ItemBatchProcessor, ItemClick, RawRecord, SessionBatchProcessor
 from streamrec.settings import Settings
 

@@ -7,7 +7,7 @@ import numpy as np
 from candidates.features import FEATURE_NAMES, STREAMING_FEATURES
 from serving.scoring import Scorer
 from training.ranker import split_three, train_ranker
-from training.synthetic import generate_sessions
+from streamrec.synthetic import generate_sessions
 
 
 def test_split_is_by_time_and_disjoint():

@@ -8,9 +8,10 @@ import time
 import numpy as np
 
 from candidates.index import CandidateIndex, build_index
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from candidates.features import session_embedding
-from serving.recommender import Recommender, merge_session_items
+from candidates.features import merge_session_items
+from serving.recommender import Recommender
 from streamrec.artifacts import CoVisitation, ModelArtifacts
 from streamrec.settings import Settings
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from candidates.session_knn import DEFAULT_PARAMS, SessionKNN, evaluate, grid_points, popularity_scores, tune
-from training.datasets import Interactions
-from training.embeddings import next_item_cases, split_by_time
-from training.synthetic import generate_sessions
+from streamrec.interactions import Interactions
+from streamrec.interactions import next_item_cases, split_by_time
+from streamrec.synthetic import generate_sessions
 
 
 def _sessions(seqs: list[list[int]]) -> Interactions:

@@ -8,14 +8,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streamrec.artifacts import ModelArtifacts, current_version
 from streamrec.settings import Settings
 from training.covisitation import build_covisitation
-from training.datasets import Interactions
-from training.embeddings import (hit_rate, next_item_cases, popularity_hit_rate, session_item_matrix,
-                                 split_by_time, train_embeddings)
-from training.synthetic import generate_sessions
+from streamrec.interactions import Interactions
+from streamrec.interactions import next_item_cases, split_by_time
+from training.embeddings import hit_rate, popularity_hit_rate, session_item_matrix, train_embeddings
+from streamrec.synthetic import generate_sessions
 
 
 def _tiny() -> Interactions:

@@ -34,6 +34,9 @@ ITEM_PUSH_SOURCE = "item_trending_push"
 CLICKS_5M = "clicks_5m"
 CLICKS_1H = "clicks_1h"
 WINDOW_END_TS = "window_end_ts"  # stream time the windows end at, unix milliseconds
+TRENDING_BUCKET_MS = 60_000  # the worker counts clicks per item in one-minute event-time buckets
+CLICKS_5M_WINDOW_MS = 5 * 60_000
+CLICKS_1H_WINDOW_MS = 60 * 60_000
 
 SESSION_FEATURES = (RECENT_ITEMS, CLICK_COUNT, LAST_EVENT_TS)
 ITEM_TRENDING_FEATURES = (CLICKS_5M, CLICKS_1H, WINDOW_END_TS)

@@ -9,8 +9,8 @@ import logging
 import shutil
 from urllib.parse import urlparse
 
-from streamrec.infra import process
-from streamrec.infra.kafka import is_local, port_open
+from infra import process
+from infra.kafka import is_local, port_open
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ def _fail(message: str) -> None:
 @app.command()
 def up() -> None:
     """Start the local stack (Kafka broker in KRaft mode, Redis) on 127.0.0.1, or reuse running ones."""
-    from streamrec.infra import stack
+    from infra import stack
 
     settings = _settings()
     try:
@@ -56,7 +56,7 @@ def up() -> None:
 @app.command()
 def down() -> None:
     """Stop what `streamrec up` (and the demo) started; leave everything else alone."""
-    from streamrec.infra import stack
+    from infra import stack
 
     stopped = stack.down(_settings())
     console.print("stopped: " + (", ".join(stopped) if stopped else "nothing (nothing of ours was running)"))
@@ -65,7 +65,7 @@ def down() -> None:
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Show whether Kafka, Redis, the worker and the API are reachable and who started them."""
-    from streamrec.infra import stack
+    from infra import stack
 
     current = stack.status(_settings())
     if as_json:
@@ -118,7 +118,7 @@ def evaluate(
     retrain: Annotated[bool, typer.Option(help="Train from scratch first (else reuse the last evaluation model).")] = True,
 ) -> None:
     """Train on the training data, then HR/MRR/NDCG@20 over every test case, against baselines, with plots."""
-    from training.evaluate import evaluate as run_evaluation
+    from evaluation.evaluate import evaluate as run_evaluation
 
     report = run_evaluation(_settings(), dataset, limit=limit, exclude_seen=exclude_seen, train_model=retrain)
     if as_json:
@@ -199,7 +199,7 @@ def demo(
 ) -> None:
     """The whole system end to end: up (while a small model trains), feast materialize, worker, API,
     a first live recommendation, replay through Kafka, report."""
-    from streamrec.demo import DemoOptions, run_demo
+    from cli.demo import DemoOptions, run_demo
 
     report = run_demo(_settings(), DemoOptions(dataset=dataset, events=events, rate=rate,
                                                     warmup_events=warmup_events, keep_running=keep_running))

@@ -1,18 +1,17 @@
-"""Session click datasets in one in-memory shape, whatever the on-disk format.
+"""Load public session datasets (SR-GNN, YooChoose, Diginetica, RetailRocket) into `Interactions`.
 
-Every consumer (training, evaluation, the replay producer) works on `Interactions`: flat numpy
-arrays sorted by (session, time), so sessions are contiguous slices and no per-row objects exist.
+pandas parses the files; only training, evaluation and the replay producer import this module.
 """
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from streamrec.interactions import Interactions
 
 SRGNN_BASE_TS = 1_451_606_400.0  # 2016-01-01T00:00:00Z: start of the synthetic SR-GNN clock
 SRGNN_SESSION_GAP_S = 600.0
@@ -26,81 +25,6 @@ EXPECTED = (
 )
 
 
-@dataclass
-class Interactions:
-    """Clicks as parallel arrays, sorted by (session, time) on construction."""
-
-    session_ids: np.ndarray  # int64 codes or str
-    item_ids: np.ndarray  # int64
-    timestamps: np.ndarray  # float64 unix seconds
-    categories: dict[int, int] = field(default_factory=dict)
-    name: str = ""
-    synthetic_clock: bool = False  # timestamps assigned by the loader (order only, no real time)
-
-    def __post_init__(self) -> None:
-        self.item_ids = np.asarray(self.item_ids, dtype=np.int64)
-        self.timestamps = np.asarray(self.timestamps, dtype=np.float64)
-        sessions = np.asarray(self.session_ids)
-        if sessions.dtype.kind in "iub":
-            sessions = sessions.astype(np.int64)
-        elif sessions.dtype.kind != "U":
-            sessions = sessions.astype(str)
-        if not (len(sessions) == len(self.item_ids) == len(self.timestamps)):
-            raise ValueError("session_ids, item_ids and timestamps must have the same length")
-        order = np.lexsort((self.timestamps, sessions))  # stable: ties keep file order
-        self.session_ids = sessions[order]
-        self.item_ids = self.item_ids[order]
-        self.timestamps = self.timestamps[order]
-
-    def __len__(self) -> int:
-        return len(self.item_ids)
-
-    @property
-    def n_clicks(self) -> int:
-        return len(self.item_ids)
-
-    @property
-    def n_sessions(self) -> int:
-        return len(self.session_starts())
-
-    @property
-    def n_items(self) -> int:
-        return len(np.unique(self.item_ids))
-
-    def session_starts(self) -> np.ndarray:
-        """Row index where each session begins (rows are grouped by session)."""
-        if len(self.session_ids) == 0:
-            return np.zeros(0, dtype=np.int64)
-        change = np.flatnonzero(self.session_ids[1:] != self.session_ids[:-1]) + 1
-        return np.concatenate(([0], change)).astype(np.int64)
-
-    def session_codes(self) -> np.ndarray:
-        """Dense 0..n_sessions-1 code per row, in row (= session) order."""
-        codes = np.zeros(len(self), dtype=np.int64)
-        starts = self.session_starts()
-        codes[starts[1:]] = 1
-        return np.cumsum(codes)
-
-    def subset_sessions(self, mask: np.ndarray) -> "Interactions":
-        """Interactions of the sessions whose entry in `mask` (one per session) is true."""
-        rows = np.asarray(mask, dtype=bool)[self.session_codes()]
-        return Interactions(self.session_ids[rows], self.item_ids[rows], self.timestamps[rows],
-                            self.categories, self.name, self.synthetic_clock)
-
-
-def iter_sessions(interactions: Interactions) -> Iterator[tuple[str, list[int], list[float]]]:
-    """Yield (session id as str, items, timestamps) per session, sessions ordered by first click.
-
-    Session ids are strings because that is what click events carry; the producer replays these.
-    """
-    starts = interactions.session_starts()
-    ends = np.append(starts[1:], len(interactions))
-    for s in np.argsort(interactions.timestamps[starts], kind="stable"):
-        a, b = starts[s], ends[s]
-        yield (str(interactions.session_ids[a]), interactions.item_ids[a:b].tolist(),
-               interactions.timestamps[a:b].tolist())
-
-
 def load_dataset(path: Path | None, *, split: str = "train") -> Interactions:
     """Load a dataset folder or file, detecting its format (see EXPECTED); None → synthetic data.
 
@@ -109,7 +33,7 @@ def load_dataset(path: Path | None, *, split: str = "train") -> Interactions:
     "last sessions by time" and time-ordered replay behave as on real data.
     """
     if path is None:
-        from training.synthetic import generate_sessions
+        from streamrec.synthetic import generate_sessions
 
         return generate_sessions()
     path = Path(path)

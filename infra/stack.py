@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamrec.infra import kafka, process, redis_server
+from infra import kafka, process, redis_server
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)

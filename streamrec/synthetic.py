@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from training.datasets import Interactions
+from streamrec.interactions import Interactions
 
 FIRST_ITEM_ID = 1000  # item ids do not start at 0, so code that confuses rows with ids fails
 

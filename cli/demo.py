@@ -28,9 +28,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from feature_repo import schema as s
+from streamrec import feature_schema as s
 from streamrec.events import ClickEvent
-from streamrec.infra import process, stack
+from infra import process, stack
 from streamrec.online_store import OnlineStore, ReadRequest
 from streamrec.settings import Settings
 
@@ -142,7 +142,7 @@ def dead_letter_count(settings: Settings) -> int:
 
 def start_worker_and_api(settings: Settings) -> None:
     env = settings.to_env()
-    exe = [sys.executable, "-m", "streamrec.cli"]
+    exe = [sys.executable, "-m", "cli"]
     process.start_detached("worker", [*exe, "stream"], settings, env=env)
     process.start_detached("api", [*exe, "serve"], settings, env=env)
     api = f"http://{settings.api_host}:{settings.api_port}"

@@ -22,7 +22,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from training.datasets import Interactions, load_dataset
+from candidates.features import merge_session_items
+from streamrec.datasets import load_dataset
+from streamrec.interactions import Interactions
 
 K = 20
 console = Console(stderr=True)
@@ -198,7 +200,6 @@ def served_recommend(recommender, exclude_seen: bool) -> Callable[[list[int], fl
 def candidate_recall(generators, cases: TestCases, decay: float, max_session_items: int,
                      progress: Progress) -> dict[str, float]:
     """Share of cases (%) whose next item each generator proposes, and the union the ranker sees."""
-    from serving.recommender import merge_session_items
 
     task = progress.add_task("candidates", total=len(cases.labels))
     hits: dict[str, int] = {}

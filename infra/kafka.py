@@ -1,7 +1,7 @@
 """A single-node KRaft Kafka broker for local runs: reuse one that answers, else start our own.
 
 No tarball and no Docker: the broker's jars come from Maven (infra/kafka/pom.xml) into a cache dir,
-and the broker runs as `java -cp 'libs/*' kafka.Kafka server.properties` under `streamrec.infra.process`.
+and the broker runs as `java -cp 'libs/*' kafka.Kafka server.properties` under `infra.process`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import uuid
 import warnings
 from pathlib import Path
 
-from streamrec.infra import process
+from infra import process
 from streamrec.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def write_config(settings: Settings, controller_port: int) -> Path:
         "log.segment.bytes": str(64 * 1024 * 1024),
     }
     server = kdir / "server.properties"
-    server.write_text("# written by streamrec.infra.kafka; regenerated on every start\n"
+    server.write_text("# written by infra.kafka; regenerated on every start\n"
                       + "".join(f"{k}={v}\n" for k, v in props.items()))
     (kdir / "log4j2.properties").write_text(
         "status = warn\n"
