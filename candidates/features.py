@@ -1,7 +1,7 @@
 """Candidate generation and per-candidate features: one code path for serving and ranker training.
 
 Generators: FAISS kNN over the session embedding, session-kNN, co-visitation of the recent items.
-Their union is scored by the ranker on the features below; the streaming features (trending_*)
+Their union is scored by the ranker on the features below; the streaming features (clicks_5m, clicks_1h)
 are filled by the caller — from the online store when serving, from Feast's offline store
 (point-in-time) when training — so that offline and online features are the same definitions.
 """
@@ -15,14 +15,15 @@ import numpy as np
 from candidates.fallbacks import Fallbacks
 from candidates.index import CandidateIndex
 from candidates.session_knn import SessionKNN
+from streamrec import feature_schema as s
 from streamrec.artifacts import ModelArtifacts
 
 FEATURE_NAMES = (
     "session_knn", "session_knn_rank", "similarity", "similarity_last", "covisitation", "popularity",
-    "in_session", "since_seen", "session_length", "trending_5m", "trending_1h",
+    "in_session", "since_seen", "session_length", s.CLICKS_5M, s.CLICKS_1H,
     "session_knn_relative", "recent_popularity",
 )
-STREAMING_FEATURES = ("trending_5m", "trending_1h")
+STREAMING_FEATURES = s.TRENDING_COUNTS  # filled from the stream (serving) or Feast point-in-time (training)
 ABSENT_RANK = 1000.0
 
 
@@ -104,8 +105,8 @@ class CandidateGenerators:
             "in_session": (since_seen < ABSENT_RANK).astype(np.float32),
             "since_seen": since_seen,
             "session_length": np.full(len(ids), len(items), np.float32),
-            "trending_5m": np.zeros(len(ids), np.float32),
-            "trending_1h": np.zeros(len(ids), np.float32),
+            s.CLICKS_5M: np.zeros(len(ids), np.float32),
+            s.CLICKS_1H: np.zeros(len(ids), np.float32),
             # scores relative to the session's best: comparable across sessions of any length
             "session_knn_relative": knn / knn.max() if len(knn) and knn.max() > 0 else np.zeros(len(ids), np.float32),
             "recent_popularity": self.log_recent_popularity[rows],

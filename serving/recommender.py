@@ -30,7 +30,6 @@ from streamrec.online_store import OnlineStore, ReadRequest
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
-TRENDING_FEATURES = (s.CLICKS_5M, s.CLICKS_1H, s.WINDOW_END_TS)
 HOUR_MS = 3_600_000
 
 
@@ -147,7 +146,7 @@ class Recommender:
         rows, missing = self.trending_cache.lookup(keys)
         if missing:
             fetched = await self._read(
-                budget, [ReadRequest(s.ITEM_TRENDING_VIEW, [keys[i] for i in missing], TRENDING_FEATURES)],
+                budget, [ReadRequest(s.ITEM_TRENDING_VIEW, [keys[i] for i in missing], s.ITEM_TRENDING_FEATURES)],
                 "trending features", reasons)
             if fetched is None:
                 return None
@@ -204,7 +203,7 @@ class Recommender:
 
         trending = await self._trending(budget, candidates.item_ids, at_ms, reasons)
         if trending is not None:
-            candidates.features["trending_5m"], candidates.features["trending_1h"] = trending
+            candidates.features[s.CLICKS_5M], candidates.features[s.CLICKS_1H] = trending
         timings.lap("candidate_features")
 
         ranked = top_k(candidates.item_ids, self.scorer.score(candidates), k, exclude)

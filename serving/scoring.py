@@ -25,7 +25,7 @@ class BlendWeights:
     similarity: float = 0.3
     covisitation: float = 0.3
     popularity: float = 0.02
-    trending_1h: float = 0.05
+    clicks_1h: float = 0.05
 
 
 def _unit(values: np.ndarray) -> np.ndarray:
@@ -70,7 +70,7 @@ class Scorer:
         f, w = candidates.features, self.weights
         return (w.session_knn * _unit(f["session_knn"]) + w.similarity * f["similarity"]
                 + w.covisitation * _unit(f["covisitation"]) + w.popularity * _unit(f["popularity"])
-                + w.trending_1h * _unit(np.log1p(f["trending_1h"])))
+                + w.clicks_1h * _unit(np.log1p(f["clicks_1h"])))
 
 
 # LightGBM imports these when it finds them, only to accept their frame types as input; the API

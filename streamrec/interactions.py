@@ -99,15 +99,24 @@ def split_by_time(data: Interactions, valid_share: float = 0.1) -> tuple[Interac
     return data.subset_sessions(~valid), data.subset_sessions(valid)
 
 
-def next_item_cases(data: Interactions, *, context: int = 3, max_cases: int = 5000,
-                    seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
-    """(prefix tail of ≤ `context` items, next item) for every position ≥ 1, sampled to max_cases."""
+def next_item_rows(data: Interactions, max_cases: int | None = None,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The next-item cases of `data`: (row of each case's next click, row where its session
+    starts), one case per click that has an earlier click in its session, in row order; sampled
+    without replacement to `max_cases` (seeded). The prefix of a case is `item_ids[start:row]`."""
     starts = data.session_starts()
     ends = np.append(starts[1:], len(data))
     rows = np.arange(len(data))
     first = np.repeat(starts, ends - starts)
     targets = rows[rows > first]
-    if len(targets) > max_cases:
+    if max_cases is not None and len(targets) > max_cases:
         targets = np.sort(np.random.default_rng(seed).choice(targets, max_cases, replace=False))
-    prefixes = [data.item_ids[max(f, t - context):t] for f, t in zip(first[targets], targets)]
+    return targets, first[targets]
+
+
+def next_item_cases(data: Interactions, *, context: int = 3, max_cases: int | None = 5000,
+                    seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """(prefix tail of ≤ `context` items, next item) for every case of `next_item_rows`."""
+    targets, firsts = next_item_rows(data, max_cases, seed)
+    prefixes = [data.item_ids[max(f, t - context):t] for f, t in zip(firsts, targets)]
     return prefixes, data.item_ids[targets]

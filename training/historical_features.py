@@ -74,7 +74,6 @@ _TIME_MAX = (1 << _TIME_BITS) - 1
 _FIVE = s.CLICKS_5M_WINDOW_MS // s.TRENDING_BUCKET_MS  # window lengths in buckets
 _HOUR = s.CLICKS_1H_WINDOW_MS // s.TRENDING_BUCKET_MS
 
-TRENDING_FEATURES = (s.CLICKS_5M, s.CLICKS_1H)
 STATS_FEATURES = (s.POPULARITY, s.CATEGORY)
 
 
@@ -134,7 +133,7 @@ def feast_streaming_features(settings, data: Interactions):
 
     Backfills the stream's item windows for `data` into the offline store, registers the repo
     (`feast apply`; a fresh registry does not touch Redis), and returns a reader
-    `(item_ids, times_s) -> {"trending_5m": ..., "trending_1h": ...}` over
+    `(item_ids, times_s) -> {"clicks_5m": ..., "clicks_1h": ...}` over
     `point_in_time_item_features` (training.ranker.StreamingFeatureFn).
     """
     from training.feast_ops import feast_command
@@ -146,8 +145,7 @@ def feast_streaming_features(settings, data: Interactions):
         entity_df = pd.DataFrame({s.ITEM_KEY: np.asarray(item_ids, dtype=np.int64),
                                   s.EVENT_TIMESTAMP: pd.to_datetime(click_ms(times_s), unit="ms", utc=True)})
         out = point_in_time_item_features(settings, entity_df, item_stats=False)
-        return {"trending_5m": out[s.CLICKS_5M].to_numpy(np.float32),
-                "trending_1h": out[s.CLICKS_1H].to_numpy(np.float32)}
+        return {name: out[name].to_numpy(np.float32) for name in s.TRENDING_COUNTS}
 
     return read
 
@@ -273,15 +271,15 @@ def point_in_time_item_features(
 
     with feast_environment(settings):
         store = store or FeatureStore(repo_path=str(settings.feature_repo))
-        refs = [f"{s.ITEM_TRENDING_VIEW}:{f}" for f in TRENDING_FEATURES]
+        refs = [f"{s.ITEM_TRENDING_VIEW}:{f}" for f in s.TRENDING_COUNTS]
         parts = []
         for lo in range(0, len(pairs), chunk_rows):
             part = store.get_historical_features(entity_df=pairs.iloc[lo:lo + chunk_rows], features=refs).to_df()
-            parts.append(part[["_pair", *TRENDING_FEATURES]])
-        got = pd.concat(parts) if parts else pd.DataFrame(columns=["_pair", *TRENDING_FEATURES])
-        trending = np.zeros((len(pairs), len(TRENDING_FEATURES)), dtype=np.int64)
+            parts.append(part[["_pair", *s.TRENDING_COUNTS]])
+        got = pd.concat(parts) if parts else pd.DataFrame(columns=["_pair", *s.TRENDING_COUNTS])
+        trending = np.zeros((len(pairs), len(s.TRENDING_COUNTS)), dtype=np.int64)
         at = got["_pair"].to_numpy(dtype=np.int64)
-        trending[at] = got[list(TRENDING_FEATURES)].fillna(0).to_numpy(dtype=np.int64)
+        trending[at] = got[list(s.TRENDING_COUNTS)].fillna(0).to_numpy(dtype=np.int64)
 
         if item_stats:
             distinct = np.unique(items)
@@ -293,7 +291,7 @@ def point_in_time_item_features(
             ).to_df()
 
     out = entity_df.copy()
-    for j, name in enumerate(TRENDING_FEATURES):
+    for j, name in enumerate(s.TRENDING_COUNTS):
         out[name] = trending[codes, j]
     if item_stats:
         stats = stats_df.set_index(s.ITEM_KEY)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from candidates.features import FEATURE_NAMES, STREAMING_FEATURES, CandidateGenerators, merge_session_items
-from streamrec.interactions import Interactions
+from streamrec import quality
+from streamrec.interactions import Interactions, next_item_rows
 
 from streamrec.artifacts import RANKER, RANKER_BATCH_ONLY, RANKER_META
 
@@ -73,19 +74,14 @@ def build_examples(generators: CandidateGenerators, data: Interactions, max_case
     """Every prefix of `data`'s sessions → candidates + features, sampled to `max_cases` cases;
     `log` hears progress about every 3 s (this loop is the ranker's slowest step)."""
 
-    starts = data.session_starts()
-    ends = np.append(starts[1:], len(data))
-    targets = np.concatenate([np.arange(s + 1, e) for s, e in zip(starts, ends)]) if len(starts) else np.zeros(0, int)
-    first_of = np.repeat(starts, ends - starts)
-    if len(targets) > max_cases:
-        targets = np.sort(np.random.default_rng(seed).choice(targets, max_cases, replace=False))
+    targets, firsts = next_item_rows(data, max_cases, seed)
     blocks, labels, groups, items_col, times_col = [], [], [], [], []
     started = last_log = time.perf_counter()
-    for done, target in enumerate(targets):
+    for done, (target, first) in enumerate(zip(targets, firsts)):
         if log is not None and time.perf_counter() - last_log > 3:
             last_log = time.perf_counter()
             log(f"ranker: {name} {done:,}/{len(targets):,} cases ({last_log - started:.0f}s)")
-        prefix = [int(i) for i in data.item_ids[first_of[target]:target]]
+        prefix = [int(i) for i in data.item_ids[first:target]]
         candidates = generators.for_session(merge_session_items([], prefix, max_session_items), decay)
         if candidates is None:
             continue
@@ -112,18 +108,13 @@ def add_streaming(examples: Examples, streaming: StreamingFeatureFn | None) -> N
 
 
 def ranking_quality(scores: np.ndarray, examples: Examples) -> dict[str, float]:
-    """HR@20 / MRR@20 over all cases (a case whose label had no candidate counts as a miss)."""
-    hits = reciprocal = 0.0
-    start = 0
-    for size in examples.groups:
-        group_scores = scores[start:start + size]
-        positive = group_scores[examples.labels[start:start + size] == 1][0]
-        rank = int((group_scores > positive).sum()) + 1
-        if rank <= K:
-            hits += 1
-            reciprocal += 1 / rank
-        start += size
-    return {"HR@20": round(100 * hits / examples.cases, 2), "MRR@20": round(100 * reciprocal / examples.cases, 2)}
+    """HR/MRR/NDCG@20 over all cases (a case whose label had no candidate counts as a miss; ties
+    between the label and other candidates are broken at random, in expectation)."""
+    ranks = np.zeros(examples.cases)
+    bounds = np.concatenate(([0], np.cumsum(examples.groups)))
+    for case, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        ranks[case] = quality.rank_by_score(scores[start:end], examples.labels[start:end] == 1)
+    return quality.report(ranks, K)
 
 
 class FittedRanker:

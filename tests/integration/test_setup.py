@@ -17,6 +17,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP_TIMEOUT_S = 1200  # a cold pip cache downloads ~1 GB of wheels
+TESTS_TIMEOUT_S = 1500
 
 
 def fresh_copy(dest: Path) -> Path:
@@ -54,6 +55,8 @@ def externally_managed(python: str) -> bool:
     return (Path(stdlib) / "EXTERNALLY-MANAGED").exists()
 
 
+# pytest-timeout's default (300 s, pyproject) is for one test, not for a setup from a cold cache.
+@pytest.mark.timeout(SETUP_TIMEOUT_S + 300)
 def test_make_setup_uses_a_venv_with_the_distributions_python(tmp_path: Path) -> None:
     env = newcomer_env()
     system_python = shutil.which("python3", path=env["PATH"])
@@ -92,6 +95,7 @@ def python_310() -> str | None:
     return None
 
 
+@pytest.mark.timeout(SETUP_TIMEOUT_S + TESTS_TIMEOUT_S + 120)
 def test_python_310_setup_unit_tests_and_end_to_end(tmp_path: Path) -> None:
     python = python_310()
     if python is None:
@@ -111,7 +115,7 @@ def test_python_310_setup_unit_tests_and_end_to_end(tmp_path: Path) -> None:
     # (settings, Feast CLI, worker, API: every Redis round trip goes through streamrec.compat).
     tested = run([str(venv_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not faults",
                   "tests/unit", "tests/integration/test_end_to_end.py"], repo,
-                 {**env, "STREAMREC_KAFKA_LIBS_DIR": str(_shared_kafka_libs())}, 1500)
+                 {**env, "STREAMREC_KAFKA_LIBS_DIR": str(_shared_kafka_libs())}, TESTS_TIMEOUT_S)
     assert " passed" in tested.stdout and " failed" not in tested.stdout, tested.stdout[-2000:]
 
 

@@ -172,12 +172,12 @@ async def test_trending_history_replaces_the_online_read_at_the_requested_time(t
     spy, store = Spy(), FakeStore(model)
     served = Recommender(Settings(), store, model, CandidateIndex(index, info), "v1:flat", trending_history=spy)
     scored = []
-    served.scorer.score = lambda candidates: scored.append(candidates) or candidates.features["trending_1h"]
+    served.scorer.score = lambda candidates: scored.append(candidates) or candidates.features["clicks_1h"]
     result = await served.recommend("s", 5, [1010, 1011], use_stream=False, at_ms=1.5e12)
     assert len(result.items) == 5
     assert len(spy.calls) == 1 and spy.calls[0][1] == 1.5e12
     assert spy.calls[0][0].tolist() == scored[0].item_ids.tolist()
-    assert (scored[0].features["trending_5m"] == 3).all() and (scored[0].features["trending_1h"] == 7).all()
+    assert (scored[0].features["clicks_5m"] == 3).all() and (scored[0].features["clicks_1h"] == 7).all()
     assert store.calls == 1  # embeddings only: no online trending read
 
 
@@ -219,19 +219,19 @@ class ViewCountingStore(FakeStore):
 class TrendingScorer:
     """Scores by the last hour's clicks, so the test sees whether trending reached the scorer."""
 
-    uses = frozenset({"trending_1h"})
+    uses = frozenset({"clicks_1h"})
 
     def score(self, candidates):
-        return candidates.features["trending_1h"]
+        return candidates.features["clicks_1h"]
 
 
 async def test_trending_is_not_read_when_the_scorer_does_not_use_it(tmp_path):
     model = tiny_model(tmp_path)
     store = ViewCountingStore(model)
     rec = recommender(model, store)
-    rec.scorer.booster = None  # the blend uses trending_1h; a ranker without it must not read it
+    rec.scorer.booster = None  # the blend uses clicks_1h; a ranker without it must not read it
     rec.scorer.feature_names = ()
-    assert "trending_1h" in rec.scorer.uses
+    assert "clicks_1h" in rec.scorer.uses
     await rec.recommend("s", 10, [1000, 1001])
     assert store.keys_read.get(s.ITEM_TRENDING_VIEW, 0) > 0
 

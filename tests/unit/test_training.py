@@ -112,7 +112,7 @@ def test_pipeline_writes_a_complete_version(tmp_path: Path) -> None:
     assert trending.num_rows > 0
     assert trending.column_names == [s.ITEM_KEY, *s.ITEM_TRENDING_FEATURES, s.EVENT_TIMESTAMP]
     assert loaded.meta["ranker"]["streaming_features"] is True
-    assert "trending_1h" in loaded.meta["ranker"]["features"]
+    assert "clicks_1h" in loaded.meta["ranker"]["features"]
     # the twin without streaming features is for `streamrec evaluate` only (ranker_ablation=True)
     assert "batch_only_features" not in loaded.meta["ranker"]
     assert not (loaded.path / "ranker_batch_only.txt").exists()
