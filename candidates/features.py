@@ -17,6 +17,7 @@ from candidates.index import CandidateIndex
 from candidates.session_knn import SessionKNN
 from streamrec import feature_schema as s
 from streamrec.artifacts import ModelArtifacts
+from streamrec.item_rows import ItemRows
 
 FEATURE_NAMES = (
     "session_knn", "session_knn_rank", "similarity", "similarity_last", "covisitation", "popularity",
@@ -117,14 +118,10 @@ class CandidateGenerators:
 
 def _lookup(ids: np.ndarray, keys: np.ndarray, values: np.ndarray, default: float) -> np.ndarray:
     """values[keys == id] for each id (default when absent); keys need not be sorted."""
-    out = np.full(len(ids), default, dtype=np.float32)
-    if len(keys):
-        order = np.argsort(keys)
-        where = np.searchsorted(keys[order], ids)
-        where = np.minimum(where, len(keys) - 1)
-        found = keys[order][where] == ids
-        out[found] = values[order][where[found]]
-    return out
+    if len(keys) == 0:
+        return np.full(len(ids), default, dtype=np.float32)
+    rows = ItemRows(keys).rows(ids)
+    return np.where(rows >= 0, np.asarray(values, dtype=np.float32)[rows], np.float32(default)).astype(np.float32)
 
 
 def merge_session_items(stream_items: list[int], request_items: list[int], limit: int) -> list[int]:

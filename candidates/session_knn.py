@@ -19,8 +19,8 @@ Per query the work is a handful of numpy calls on arrays of ≈ (query items × 
 (k × neighbour length) elements: no Python loop over sessions or items. `recommend` is read-only
 on the fitted arrays, so one fitted model can serve concurrent queries.
 
-`tune` picks hyper-parameters on a time-based validation split of the training data (never on
-test data); `DEFAULT_PARAMS` came from it (see its comment).
+`training.knn_tuning.tune` picks hyper-parameters on a time-based validation split of the
+training data (never on test data); `DEFAULT_PARAMS` came from it (see its comment).
 """
 
 from __future__ import annotations
@@ -28,15 +28,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import itertools
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from streamrec.artifacts import SESSION_KNN
 from streamrec.interactions import Interactions
+from streamrec.item_rows import ItemRows
 
 # Chosen by MRR@20 on the validation split of the Diginetica SR-GNN training sessions (last 10% of
 # sessions by time; coordinate search over every parameter, then a grid around the optimum):
@@ -98,6 +97,7 @@ class SessionKNN:
                         before_weight=before_weight, anchor_weight=anchor_weight, repeat_weight=repeat_weight,
                         idf_weight=idf_weight, len_norm=len_norm)
         self.item_ids = np.zeros(0, dtype=np.int64)
+        self._rows: ItemRows | None = None  # built from item_ids on the first lookup
         self.n_sessions = 0
 
     # ------------------------------------------------------------------ parameters
@@ -186,11 +186,9 @@ class SessionKNN:
 
     def item_rows(self, items: Iterable[int]) -> np.ndarray:
         """Dense row of each item id, -1 for ids unseen in training."""
-        items = np.asarray(list(items) if not isinstance(items, np.ndarray) else items, dtype=np.int64)
-        if len(self.item_ids) == 0 or len(items) == 0:
-            return np.full(len(items), -1, dtype=np.int64)
-        pos = np.searchsorted(self.item_ids, items).clip(max=len(self.item_ids) - 1)
-        return np.where(self.item_ids[pos] == items, pos, -1)
+        if self._rows is None or self._rows.item_ids is not self.item_ids:
+            self._rows = ItemRows(self.item_ids)
+        return self._rows.rows(items)
 
     # ------------------------------------------------------------------ query
     def neighbours(self, session_items: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -294,79 +292,3 @@ class SessionKNN:
             positive = positive[scores[positive] >= cut]
         best = positive[np.lexsort((cand[positive], -scores[positive]))][:n]
         return self.item_ids[cand[best]], scores[best].astype(np.float32)
-
-
-# ---------------------------------------------------------------------- evaluation and tuning
-def evaluate(model: SessionKNN, prefixes: Sequence[Sequence[int]], targets: Sequence[int], *,
-             k: int = 20, exclude_seen: bool = False) -> dict[str, float]:
-    """HR@k, MRR@k and per-query latency (ms) of `model` on (prefix → next item) cases."""
-    targets = np.asarray(targets, dtype=np.int64)
-    ranks = np.zeros(len(targets))  # 1-based rank, 0 = not in the top k
-    latency = np.zeros(len(targets))
-    for c, (prefix, target) in enumerate(zip(prefixes, targets)):
-        started = time.perf_counter()
-        items, _ = model.recommend(prefix, n=k, exclude=set(map(int, prefix)) if exclude_seen else None)
-        latency[c] = time.perf_counter() - started
-        hit = np.flatnonzero(items == target)
-        if len(hit):
-            ranks[c] = hit[0] + 1
-    n = max(1, len(targets))
-    rr = np.divide(1.0, ranks, out=np.zeros_like(ranks), where=ranks > 0)
-    return {"hr": float((ranks > 0).sum() / n), "mrr": float(rr.sum() / n),
-            "latency_ms_p50": float(np.percentile(latency, 50) * 1e3) if len(latency) else 0.0,
-            "latency_ms_p99": float(np.percentile(latency, 99) * 1e3) if len(latency) else 0.0}
-
-
-def popularity_scores(train: Interactions, targets: Sequence[int], k: int = 20) -> dict[str, float]:
-    """HR@k / MRR@k of recommending the k most clicked training items to everyone."""
-    ids, counts = np.unique(train.item_ids, return_counts=True)
-    top = ids[np.lexsort((ids, -counts))[:k]]
-    rank = {int(i): r + 1 for r, i in enumerate(top)}
-    r = np.array([rank.get(int(t), 0) for t in targets], dtype=np.float64)
-    n = max(1, len(r))
-    return {"hr": float((r > 0).sum() / n), "mrr": float(np.divide(1.0, r, out=np.zeros_like(r), where=r > 0).sum() / n)}
-
-
-def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Cartesian product of a {param: [values]} grid, as dicts."""
-    names = list(grid)
-    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
-
-
-def tune(train: Interactions, grid: Mapping[str, Sequence[Any]], *, valid_share: float = 0.1,
-         max_cases: int = 5000, seed: int = 0, metric: str = "mrr", k: int = 20,
-         base: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Grid-search SessionKNN on a time-based validation split of `train`; never touches test data.
-
-    The last `valid_share` of sessions (by start time) are held out; every prefix of a held-out
-    session → its next click is a case (full prefix, sampled to `max_cases`); the model is fitted
-    once on the rest (hyper-parameters do not change the index). Parameters absent from `grid`
-    come from `base` (default DEFAULT_PARAMS). The best point maximises `metric` @k — "mrr"
-    (default: rank quality at the top, which a candidate generator feeding a ranker and an
-    evaluation baseline both need) or "hr" — with the other metric breaking ties.
-    Returns (best full parameter dict, report with every grid point's HR/MRR and popularity's).
-    """
-    from streamrec.interactions import next_item_cases, split_by_time
-
-    if metric not in ("mrr", "hr"):
-        raise ValueError("metric must be 'mrr' or 'hr'")
-    fit_part, valid = split_by_time(train, valid_share)
-    prefixes, targets = next_item_cases(valid, context=1 << 30, max_cases=max_cases, seed=seed)
-    started = time.perf_counter()
-    model = SessionKNN(**{**DEFAULT_PARAMS, **(base or {})}).fit(fit_part)
-    fit_seconds = time.perf_counter() - started
-    base_params = model.get_params()
-    other = "hr" if metric == "mrr" else "mrr"
-    results = []
-    for point in grid_points(grid):
-        model.set_params(**{**base_params, **point})
-        scores = evaluate(model, prefixes, targets, k=k)
-        results.append({"params": point, **{m: round(v, 5) for m, v in scores.items()}})
-    if not results:
-        raise ValueError("empty grid")
-    best = max(results, key=lambda r: (r[metric], r[other]))
-    report = {"metric": f"{metric}@{k}", "k": k, "valid_sessions": valid.n_sessions,
-              "fit_sessions": fit_part.n_sessions, "valid_cases": len(targets),
-              "fit_seconds": round(fit_seconds, 2), "popularity": popularity_scores(fit_part, targets, k),
-              "results": results, "best": best}
-    return {**base_params, **best["params"]}, report

@@ -24,7 +24,10 @@ from rich.table import Table
 
 from candidates.features import merge_session_items
 from streamrec.datasets import load_dataset
-from streamrec.interactions import Interactions
+from streamrec import quality
+from streamrec.interactions import Interactions, next_item_rows
+from streamrec.item_rows import ItemRows
+from training.popularity import most_popular
 
 K = 20
 console = Console(stderr=True)
@@ -55,21 +58,12 @@ def load_test_cases(dataset: Path, train: Interactions) -> TestCases:
                 labels.append(int(label))
         return TestCases(prefixes, np.asarray(labels, dtype=np.int64))
     test = load_test_split(dataset)
-    known = np.unique(train.item_ids)
-    prefixes, labels, times = [], [], []
-    starts = np.flatnonzero(np.r_[True, test.session_ids[1:] != test.session_ids[:-1]])
-    ends = np.r_[starts[1:], len(test.item_ids)]
-    for start, end in zip(starts, ends):
-        keep = np.isin(test.item_ids[start:end], known)
-        items = test.item_ids[start:end][keep].tolist()
-        stamps = test.timestamps[start:end][keep]
-        for position in range(1, len(items)):
-            prefixes.append(items[:position])
-            labels.append(items[position])
-            times.append(stamps[position - 1] * 1000)
+    test = test.subset_rows(np.isin(test.item_ids, np.unique(train.item_ids)))
+    targets, firsts = next_item_rows(test)
+    prefixes = [test.item_ids[first:target].tolist() for first, target in zip(firsts, targets)]
     real_time = not (test.synthetic_clock or train.synthetic_clock)
-    return TestCases(prefixes, np.asarray(labels, dtype=np.int64),
-                     np.asarray(times, dtype=np.float64) if real_time else None)
+    return TestCases(prefixes, test.item_ids[targets].astype(np.int64),
+                     test.timestamps[targets - 1] * 1000 if real_time else None)
 
 
 def load_test_split(dataset: Path) -> Interactions:
@@ -82,8 +76,7 @@ class Popularity:
     name = "popularity"
 
     def __init__(self, train: Interactions) -> None:
-        items, counts = np.unique(train.item_ids, return_counts=True)
-        self.top = items[np.argsort(-counts, kind="stable")[:K]]
+        self.top = most_popular(train, K)
 
     def recommend(self, prefix: Sequence[int]) -> np.ndarray:
         return self.top
@@ -96,16 +89,16 @@ class ItemKNN:
 
     def __init__(self, train: Interactions) -> None:
         self.item_ids, columns = np.unique(train.item_ids, return_inverse=True)
+        self.rows = ItemRows(self.item_ids)
         _, rows = np.unique(train.session_ids, return_inverse=True)
         matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, columns)))
         matrix.data[:] = 1.0  # presence, not counts
         self.by_item = matrix.T.tocsr()
         self.matrix = matrix
         self.norms = np.sqrt(np.asarray(self.by_item.multiply(self.by_item).sum(axis=1)).ravel())
-        self.row_of = {int(i): r for r, i in enumerate(self.item_ids)}
 
     def recommend(self, prefix: Sequence[int]) -> np.ndarray:
-        row = self.row_of.get(int(prefix[-1])) if prefix else None
+        row = self.rows.row(prefix[-1]) if prefix else None
         if row is None:
             return np.zeros(0, dtype=np.int64)
         co = np.asarray((self.by_item[row] @ self.matrix).todense()).ravel()  # co-occurring sessions
@@ -137,31 +130,17 @@ class ModelResult:
     recommended: list[np.ndarray] = field(default_factory=list)
     seconds: float = 0.0
 
-    def summary(self, popular_items: set[int], n_items: int) -> dict[str, float]:
-        hit = self.ranks > 0
-        reciprocal = np.where(hit, 1.0 / np.maximum(self.ranks, 1), 0.0)
-        ndcg = np.where(hit, 1.0 / np.log2(np.maximum(self.ranks, 1) + 1.0), 0.0)
+    def summary(self, popular_items: np.ndarray, n_items: int) -> dict[str, float]:
         shown = np.concatenate(self.recommended) if self.recommended else np.zeros(0, dtype=np.int64)
         return {
-            f"HR@{K}": round(100 * float(hit.mean()), 2),
-            f"MRR@{K}": round(100 * float(reciprocal.mean()), 2),
-            f"NDCG@{K}": round(100 * float(ndcg.mean()), 2),
+            **quality.report(self.ranks, K),
             "coverage": round(float(len(np.unique(shown)) / max(n_items, 1)), 4),
-            "popular_share": round(float(np.isin(shown, list(popular_items)).mean()) if len(shown) else 0.0, 4),
+            "popular_share": round(float(np.isin(shown, popular_items).mean()) if len(shown) else 0.0, 4),
             "ms_per_case": round(1000 * self.seconds / max(len(self.ranks), 1), 3),
         }
 
     def curves(self) -> dict[str, list[float]]:
-        ks = np.arange(1, K + 1)
-        hit = np.array([(self.ranks > 0) & (self.ranks <= k) for k in ks])
-        mrr = np.array([np.where((self.ranks > 0) & (self.ranks <= k), 1.0 / np.maximum(self.ranks, 1), 0.0)
-                        for k in ks])
-        return {"HR": (100 * hit.mean(axis=1)).round(3).tolist(), "MRR": (100 * mrr.mean(axis=1)).round(3).tolist()}
-
-
-def rank_of(label: int, recommended: np.ndarray) -> int:
-    where = np.flatnonzero(recommended[:K] == label)
-    return int(where[0]) + 1 if len(where) else 0
+        return quality.curves(self.ranks, K)
 
 
 def run_model(name: str, recommend: Callable[..., np.ndarray], cases: TestCases,
@@ -174,7 +153,7 @@ def run_model(name: str, recommend: Callable[..., np.ndarray], cases: TestCases,
     for i, (prefix, label) in enumerate(zip(cases.prefixes, cases.labels)):
         at_ms = float(cases.times_ms[i]) if timed and cases.times_ms is not None else None
         items = np.asarray(recommend(prefix, at_ms) if timed else recommend(prefix), dtype=np.int64)[:K]
-        ranks[i] = rank_of(int(label), items)
+        ranks[i] = quality.rank_of(int(label), items, K)
         recommended.append(items)
         if i % 500 == 0:
             progress.update(task, completed=i)
@@ -299,8 +278,8 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
             eval_settings, None, model, index, model.version, trending_history=history,
             scorer=Scorer.load(model.path, batch_only=True))
 
-    items, counts = np.unique(train_data.item_ids, return_counts=True)
-    popular = set(items[np.argsort(-counts)[: max(1, len(items) // 100)]].tolist())
+    n_items = len(np.unique(train_data.item_ids))
+    popular = most_popular(train_data, max(1, n_items // 100))  # the top 1%: "popular_share" of what is shown
     progress = Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=console, transient=False)
     with progress:
@@ -311,7 +290,7 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
         recall = candidate_recall(served["streamrec"].generators, cases, eval_settings.recency_decay,
                                   eval_settings.max_session_items, progress)
 
-    summaries = {r.name: r.summary(popular, len(items)) for r in results}
+    summaries = {r.name: r.summary(popular, n_items) for r in results}
     out_dir = out_dir or eval_settings.data_dir / "report"
     plots = plot(results, cases, out_dir)
     report = {"dataset": str(dataset), "cases": int(len(cases.labels)), "model_version": model.version,

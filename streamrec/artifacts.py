@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from streamrec.item_rows import ItemRows
+
 ITEM_IDS = "item_ids.npy"  # int64 [n]: catalogue item ids, row order of every per-item array
 ITEM_EMBEDDINGS = "item_embeddings.npy"  # float32 [n, d], L2-normalised rows
 ITEM_POPULARITY = "item_popularity.npy"  # int64 [n]: training clicks per item
@@ -63,20 +65,14 @@ class ModelArtifacts:
     def __post_init__(self) -> None:
         if self.item_recent_popularity is None:
             self.item_recent_popularity = np.zeros(len(self.item_ids), dtype=np.int64)
-        self._row_of: dict[int, int] = {int(i): r for r, i in enumerate(self.item_ids.tolist())}
-        self._id_order = np.argsort(self.item_ids, kind="stable")
-        self._sorted_ids = np.asarray(self.item_ids, dtype=np.int64)[self._id_order]
+        self.rows = ItemRows(self.item_ids)
 
     def row_of(self, item_id: int) -> int | None:
-        return self._row_of.get(int(item_id))
+        return self.rows.row(item_id)
 
     def rows_of(self, item_ids: np.ndarray) -> np.ndarray:
-        """Rows of many items at once (-1 for items not in the catalogue): a request's ~200 candidates
-        in one vectorised lookup instead of a Python loop."""
-        ids = np.asarray(item_ids, dtype=np.int64)
-        where = np.minimum(np.searchsorted(self._sorted_ids, ids), max(len(self._sorted_ids) - 1, 0))
-        found = self._sorted_ids[where] == ids if len(self._sorted_ids) else np.zeros(len(ids), bool)
-        return np.where(found, self._id_order[where], -1).astype(np.int64)
+        """Rows of many items at once (-1 for items not in the catalogue)."""
+        return self.rows.rows(item_ids)
 
     @property
     def dim(self) -> int:

@@ -71,6 +71,11 @@ class Interactions:
     def subset_sessions(self, mask: np.ndarray) -> "Interactions":
         """Interactions of the sessions whose entry in `mask` (one per session) is true."""
         rows = np.asarray(mask, dtype=bool)[self.session_codes()]
+        return self.subset_rows(rows)
+
+    def subset_rows(self, mask: np.ndarray) -> "Interactions":
+        """Interactions of the clicks whose entry in `mask` (one per row) is true."""
+        rows = np.asarray(mask, dtype=bool)
         return Interactions(self.session_ids[rows], self.item_ids[rows], self.timestamps[rows],
                             self.categories, self.name, self.synthetic_clock)
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from streamrec.artifacts import CoVisitation
 from streamrec.interactions import Interactions
+from streamrec.item_rows import ItemRows
 
 
 def build_covisitation(data: Interactions, item_ids: np.ndarray, *, window: int = 3,
@@ -19,10 +20,7 @@ def build_covisitation(data: Interactions, item_ids: np.ndarray, *, window: int 
     """Top-`top_k` neighbours per item, rows aligned with `item_ids` (sorted or not)."""
     item_ids = np.asarray(item_ids, dtype=np.int64)
     n = len(item_ids)
-    order = np.argsort(item_ids, kind="stable")
-    pos = np.searchsorted(item_ids[order], data.item_ids)
-    pos = np.minimum(pos, max(n - 1, 0))
-    rows = np.where(item_ids[order][pos] == data.item_ids, order[pos], -1) if n else np.full(len(data), -1)
+    rows = ItemRows(item_ids).rows(data.item_ids)
     sessions = data.session_codes()
 
     parts_a, parts_b, parts_s, parts_w = [], [], [], []

@@ -20,7 +20,10 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from streamrec import quality
 from streamrec.interactions import Interactions, next_item_cases, split_by_time
+from streamrec.item_rows import ItemRows
+from training.popularity import most_popular
 
 DEFAULT_CANDIDATES: tuple[tuple[str, int], ...] = (("als", 64), ("bpr", 64), ("als", 128))
 ITERATIONS = {"als": 15, "bpr": 100}
@@ -81,35 +84,35 @@ def hit_rate(embeddings: np.ndarray, item_ids: np.ndarray, prefixes: Sequence[np
              targets: np.ndarray, *, k: int = 20, decay: float = 0.7, exclude_seen: bool = True,
              batch: int = 1024) -> float:
     """HR@k of exact cosine search with a recency-weighted mean of the prefix's known items."""
-    row_of = {int(i): r for r, i in enumerate(item_ids.tolist())}
+    rows_of = ItemRows(item_ids)
     queries = np.zeros((len(targets), embeddings.shape[1]), dtype=np.float32)
-    seen: list[list[int]] = []
+    seen: list[np.ndarray] = []
     for q, prefix in enumerate(prefixes):
-        rows = [row_of.get(int(i)) for i in prefix]
-        known = [(r, decay ** (len(rows) - 1 - j)) for j, r in enumerate(rows) if r is not None]
-        for r, w in known:
-            queries[q] += w * embeddings[r]
-        seen.append([r for r, _ in known])
-    target_rows = np.array([row_of.get(int(t), -1) for t in targets])
-    hits = 0
+        rows = rows_of.rows(prefix)
+        weights = decay ** np.arange(len(rows) - 1, -1, -1, dtype=np.float32)
+        known = rows >= 0
+        queries[q] = weights[known] @ embeddings[rows[known]] if known.any() else 0.0
+        seen.append(rows[known])
+    has_query = np.abs(queries).sum(axis=1) > 0
+    ranks = np.zeros(len(targets), dtype=np.int64)
     for lo in range(0, len(targets), batch):
         scores = queries[lo:lo + batch] @ embeddings.T
         if exclude_seen:
             for q in range(scores.shape[0]):
                 scores[q, seen[lo + q]] = -np.inf
         top = np.argpartition(-scores, k, axis=1)[:, :k]
-        tr = target_rows[lo:lo + batch]
-        has_query = np.abs(queries[lo:lo + batch]).sum(axis=1) > 0
-        hits += int(((top == tr[:, None]).any(axis=1) & (tr >= 0) & has_query).sum())
-    return hits / max(1, len(targets))
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
+        for q in range(scores.shape[0]):
+            if has_query[lo + q]:
+                ranks[lo + q] = quality.rank_of(int(targets[lo + q]), item_ids[top[q]], k)
+    return quality.hit_rate(ranks, k)
 
 
 def popularity_hit_rate(train: Interactions, prefixes: Sequence[np.ndarray], targets: np.ndarray,
                         k: int = 20) -> float:
     """HR@k of recommending the k most popular training items (a floor every model must beat)."""
-    ids, counts = np.unique(train.item_ids, return_counts=True)
-    top = set(ids[np.argsort(-counts, kind="stable")[:k]].tolist())
-    return float(np.mean([int(t) in top for t in targets])) if len(targets) else 0.0
+    top = most_popular(train, k)
+    return quality.hit_rate(np.array([quality.rank_of(int(t), top, k) for t in targets], dtype=np.int64), k)
 
 
 def train_embeddings(data: Interactions, *, candidates: Sequence[tuple[str, int]] = DEFAULT_CANDIDATES,

@@ -44,7 +44,7 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     from training.batch_sources import write_batch_sources
     from training.covisitation import build_covisitation
     from training.embeddings import DEFAULT_CANDIDATES, train_embeddings
-    from training.popularity import item_popularity, recent_item_popularity
+    from training.popularity import item_popularity, most_popular, recent_item_popularity
     from streamrec.synthetic import generate_sessions
 
     console = Console(quiet=not progress, stderr=True)  # stdout stays free for --json
@@ -71,9 +71,8 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     covisit = build_covisitation(data, item_ids, window=knobs.get("window", 3),
                                  top_k=knobs.get("covisit_top_k", 50))
     t = lap("covisitation", t)
-    # item_ids come from np.unique, hence sorted: searchsorted maps every click to its row
     popularity = item_popularity(data, item_ids)
-    popular = item_ids[np.argsort(-popularity, kind="stable")[:N_POPULAR]]
+    popular = most_popular(data, N_POPULAR)
 
     now = datetime.now(timezone.utc)
     version = _version(now, data, {k: v for k, v in knobs.items() if not callable(v)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamrec.interactions import Interactions
+from streamrec.item_rows import ItemRows
 
 RECENT_SHARE = 0.1
 
@@ -29,9 +30,13 @@ def recent_item_popularity(data: Interactions, item_ids: np.ndarray, share: floa
     return _counts(data.item_ids[latest], np.asarray(item_ids, dtype=np.int64))
 
 
+def most_popular(data: Interactions, k: int) -> np.ndarray:
+    """The `k` most clicked item ids, most clicked first (ties by id): the popularity baseline
+    and fallback every evaluator shares."""
+    ids, counts = np.unique(data.item_ids, return_counts=True)
+    return ids[np.argsort(-counts, kind="stable")[:k]]
+
+
 def _counts(clicked: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-    if len(item_ids) == 0:
-        return np.zeros(0, dtype=np.int64)
-    rows = np.minimum(np.searchsorted(item_ids, clicked), len(item_ids) - 1)
-    known = item_ids[rows] == clicked
-    return np.bincount(rows[known], minlength=len(item_ids)).astype(np.int64)
+    rows = ItemRows(item_ids).rows(clicked)
+    return np.bincount(rows[rows >= 0], minlength=len(item_ids)).astype(np.int64)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from candidates.session_knn import DEFAULT_PARAMS, SessionKNN, evaluate, grid_points, popularity_scores, tune
+from candidates.session_knn import DEFAULT_PARAMS, SessionKNN
+from training.knn_tuning import evaluate, grid_points, popularity_scores, tune
 from streamrec.interactions import Interactions
 from streamrec.interactions import next_item_cases, split_by_time
 from streamrec.synthetic import generate_sessions
