@@ -114,7 +114,9 @@ def evaluate(
     dataset: Annotated[Path, typer.Option(help="SR-GNN folder (train_sessions + test_pairs) or YooChoose-style folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the figures.")] = False,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N test cases (default: all).")] = None,
-    exclude_seen: Annotated[bool, typer.Option(help="Leave out the prefix's items, as the API does by default.")] = False,
+    exclude_seen: Annotated[Optional[bool], typer.Option(
+        "--exclude-seen/--keep-seen",
+        help="Leave out / keep the prefix's items; default: what the API does by default (both are reported).")] = None,
     retrain: Annotated[bool, typer.Option(help="Train from scratch first (else reuse the last evaluation model).")] = True,
 ) -> None:
     """Train on the training data, then HR/MRR/NDCG@20 over every test case, against baselines, with plots."""

@@ -30,6 +30,7 @@ from streamrec.item_rows import ItemRows
 from training.popularity import most_popular
 
 K = 20
+OTHER_EXCLUDE_SEEN = "with_other_exclude_seen"  # the served model with the other `exclude_seen`
 console = Console(stderr=True)
 
 
@@ -241,7 +242,9 @@ def render(report: dict) -> Table:
     table.add_column("model")
     for key in keys:
         table.add_column(key, justify="right")
-    table.add_row("streamrec", *[str(report[k]) for k in keys], style="bold")
+    table.add_row(f"streamrec (exclude_seen={report['exclude_seen']})", *[str(report[k]) for k in keys], style="bold")
+    other = report[OTHER_EXCLUDE_SEEN]
+    table.add_row(f"  with exclude_seen={other['exclude_seen']}", *[str(other[k]) for k in keys])
     if "ablation" in report:
         table.add_row("  without streaming features", *[str(report["ablation"]["without_streaming"][k]) for k in keys])
     for name, figures in report["baselines"].items():
@@ -249,13 +252,16 @@ def render(report: dict) -> Table:
     return table
 
 
-def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen: bool = False,
+def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen: bool | None = None,
              train_model: bool = True, out_dir: Path | None = None) -> dict:
-    """Train on the dataset's training data (in an evaluation data dir), evaluate every test case."""
-    from candidates.index import CandidateIndex
+    """Train on the dataset's training data (in an evaluation data dir), evaluate every test case.
+
+    The served model runs with the API's default `exclude_seen` unless told otherwise (what a
+    caller who trusts the defaults gets), and once more with the other setting; both are reported."""
+    from candidates.bundle import ModelBundle
     from serving.recommender import Recommender
+    from serving.schemas import EXCLUDE_SEEN_DEFAULT
     from serving.scoring import Scorer
-    from streamrec.artifacts import load_current
     from training.historical_features import TrendingHistory
     from training.pipeline import train
 
@@ -264,30 +270,32 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
     train_data = load_dataset(dataset, split="train")
     if train_model:
         train(eval_settings, dataset, ranker_ablation=True)  # the twin for the streaming-features ablation
-    model = load_current(eval_settings.models_dir)
+    exclude_seen = EXCLUDE_SEEN_DEFAULT if exclude_seen is None else exclude_seen
+    bundle = ModelBundle.load_current(eval_settings.models_dir)
+    model = bundle.artifacts
     cases = load_test_cases(dataset, train_data)
     if limit:
         cases = cases.head(limit)
-    index = CandidateIndex.load(model.path)
     # With real time, the trending features are what the stream showed at each case's time: the
     # windows over every click before it, training and earlier test clicks alike.
     history = TrendingHistory.from_clicks(train_data, load_test_split(dataset)) if cases.times_ms is not None else None
-    served = {"streamrec": Recommender(eval_settings, None, model, index, model.version, trending_history=history)}
-    if history is not None and model.meta.get("ranker", {}).get("batch_only_features"):
-        served["streamrec_without_streaming"] = Recommender(
-            eval_settings, None, model, index, model.version, trending_history=history,
-            scorer=Scorer.load(model.path, batch_only=True))
+    recommender = Recommender(eval_settings, None, bundle, trending_history=history)
+    served = {"streamrec": (recommender, exclude_seen), OTHER_EXCLUDE_SEEN: (recommender, not exclude_seen)}
+    if history is not None and bundle.ranker_report.get("batch_only_features"):
+        twin = ModelBundle.load(bundle.path, batch_only_ranker=True).ranker_batch_only
+        served["streamrec_without_streaming"] = (Recommender(
+            eval_settings, None, bundle, trending_history=history, scorer=Scorer(twin)), exclude_seen)
 
     n_items = len(np.unique(train_data.item_ids))
     popular = most_popular(train_data, max(1, n_items // 100))  # the top 1%: "popular_share" of what is shown
     progress = Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=console, transient=False)
     with progress:
-        results = [run_model(name, served_recommend(recommender, exclude_seen), cases, progress)
-                   for name, recommender in served.items()]
+        results = [run_model(name, served_recommend(recommender, exclude), cases, progress)
+                   for name, (recommender, exclude) in served.items()]
         for baseline in (Popularity(train_data), ItemKNN(train_data), SessionKNNBaseline(train_data)):
             results.append(run_model(baseline.name, baseline.recommend, cases, progress))
-        recall = candidate_recall(served["streamrec"].generators, cases, eval_settings.recency_decay,
+        recall = candidate_recall(recommender.generators, cases, eval_settings.recency_decay,
                                   eval_settings.max_session_items, progress)
 
     summaries = {r.name: r.summary(popular, n_items) for r in results}
@@ -295,8 +303,9 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
     plots = plot(results, cases, out_dir)
     report = {"dataset": str(dataset), "cases": int(len(cases.labels)), "model_version": model.version,
               "exclude_seen": exclude_seen, **summaries["streamrec"],
+              OTHER_EXCLUDE_SEEN: {"exclude_seen": not exclude_seen, **summaries[OTHER_EXCLUDE_SEEN]},
               "candidate_recall": recall,
-              "streaming_features": history is not None and bool(model.meta.get("ranker", {}).get("streaming_features")),
+              "streaming_features": history is not None and bool(bundle.ranker_report.get("streaming_features")),
               "baselines": {name: figures for name, figures in summaries.items() if name not in served},
               **({"ablation": {"with_streaming": summaries["streamrec"],
                                "without_streaming": summaries["streamrec_without_streaming"]}}

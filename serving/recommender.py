@@ -18,14 +18,13 @@ from typing import Protocol
 
 import numpy as np
 
-from candidates.features import STREAMING_FEATURES, CandidateGenerators, merge_session_items, session_embedding
-from candidates.index import CandidateIndex
-from candidates.session_knn import SessionKNN
+from candidates.bundle import ModelBundle
+from candidates.features import STREAMING_FEATURES, merge_session_items, session_embedding
 from streamrec import feature_schema as s
 from serving.budget import Budget, CircuitBreaker, StepCost, StepTimings
 from serving.feature_cache import TTLCache
+from serving.schemas import EXCLUDE_SEEN_DEFAULT
 from serving.scoring import Scorer, top_k
-from streamrec.artifacts import ModelArtifacts
 from streamrec.online_store import OnlineStore, ReadRequest
 from streamrec.settings import Settings
 
@@ -60,22 +59,21 @@ class Result:
 class Recommender:
     """Owns the model, index and online-store client; safe to share across concurrent requests."""
 
-    def __init__(self, settings: Settings, store: OnlineStore | None, model: ModelArtifacts,
-                 index: CandidateIndex, index_version: str, *, scorer: Scorer | None = None,
-                 trending_history: TrendingAt | None = None) -> None:
+    def __init__(self, settings: Settings, store: OnlineStore | None, bundle: ModelBundle, *,
+                 scorer: Scorer | None = None, trending_history: TrendingAt | None = None) -> None:
         """`trending_history` replaces the online trending read with counts as of a past time
         (offline evaluation replays test sessions at their own timestamps); `scorer` overrides the
         model version's ranker (ablations)."""
         self.settings = settings
         self.store = store
         self.trending_history = trending_history
-        self.model = model
-        self.index = index
-        self.index_version = index_version
-        self.generators = CandidateGenerators(model, index, SessionKNN.load(model.path),
-                                              ann_k=settings.candidates_k)
+        self.bundle = bundle
+        self.model = bundle.artifacts
+        self.index = bundle.index
+        self.index_version = bundle.index_version
+        self.generators = bundle.generators(ann_k=settings.candidates_k)
         self.fallbacks = self.generators.fallbacks
-        self.scorer = scorer or Scorer.load(model.path)
+        self.scorer = scorer or Scorer(bundle.ranker)
         self.trending_cache = TTLCache(settings.item_feature_cache_ms / 1000)
         self.redis_breaker = CircuitBreaker(open_s=1.0)
         self.retrieval_cost = StepCost(initial_s=0.002)
@@ -162,7 +160,7 @@ class Recommender:
             await self.recommend("__warm_up__", 10, popular, use_stream=True)
 
     # --- the pipeline ----------------------------------------------------------------------------
-    async def recommend(self, session_id: str, k: int, request_items: list[int], exclude_seen: bool = True,
+    async def recommend(self, session_id: str, k: int, request_items: list[int], exclude_seen: bool = EXCLUDE_SEEN_DEFAULT,
                         use_stream: bool = True, at_ms: float | None = None) -> Result:
         """`at_ms`: the request's time when replaying history (offline evaluation); None = now."""
         timings = StepTimings()

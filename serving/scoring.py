@@ -8,15 +8,12 @@ co-visitation refine, popularity and trending break ties (weights set a priori, 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import numpy as np
 
 from candidates.features import CandidateSet
-from streamrec.artifacts import RANKER, RANKER_BATCH_ONLY, RANKER_META
-
+from candidates.ranker_model import RankerModel
 
 
 @dataclass(frozen=True)
@@ -36,9 +33,9 @@ def _unit(values: np.ndarray) -> np.ndarray:
 class Scorer:
     """`score(candidates) -> scores`, by the learned ranker when the model version has one."""
 
-    def __init__(self, booster=None, feature_names: tuple[str, ...] = (), weights: BlendWeights = BlendWeights()):
-        self.booster = booster
-        self.feature_names = feature_names
+    def __init__(self, ranker: RankerModel | None = None, weights: BlendWeights = BlendWeights()) -> None:
+        self.booster = ranker.booster if ranker is not None else None
+        self.feature_names = ranker.features if ranker is not None else ()
         self.weights = weights
 
     @property
@@ -52,18 +49,6 @@ class Scorer:
     def kind(self) -> str:
         return "lightgbm-lambdarank" if self.booster is not None else "blend"
 
-    @classmethod
-    def load(cls, folder: Path, *, batch_only: bool = False) -> "Scorer":
-        """The version's ranker; `batch_only`: its twin trained without the streaming features."""
-        path = Path(folder) / (RANKER_BATCH_ONLY if batch_only else RANKER)
-        if not path.exists():
-            if batch_only:
-                raise FileNotFoundError(f"{path}: this model version was trained without streaming features")
-            return cls()
-        lgb = import_lightgbm()
-        meta = json.loads((Path(folder) / RANKER_META).read_text())
-        return cls(lgb.Booster(model_file=str(path)), tuple(meta["batch_only_features" if batch_only else "features"]))
-
     def score(self, candidates: CandidateSet) -> np.ndarray:
         if self.booster is not None:
             return np.asarray(self.booster.predict(candidates.matrix(self.feature_names), num_threads=1))
@@ -71,31 +56,6 @@ class Scorer:
         return (w.session_knn * _unit(f["session_knn"]) + w.similarity * f["similarity"]
                 + w.covisitation * _unit(f["covisitation"]) + w.popularity * _unit(f["popularity"])
                 + w.clicks_1h * _unit(np.log1p(f["clicks_1h"])))
-
-
-# LightGBM imports these when it finds them, only to accept their frame types as input; the API
-# passes numpy arrays, and pandas alone costs ~0.5 s of start-up and tens of MB per worker.
-_LIGHTGBM_OPTIONAL = ("pandas", "sklearn", "dask", "pyarrow", "datatable", "cffi")
-
-
-def import_lightgbm():
-    """`import lightgbm` without loading its optional frame libraries (a `None` entry in
-    `sys.modules` makes Python's import raise ImportError, and lightgbm.compat then falls back to
-    numpy-only input). Libraries already loaded (training, evaluation) are left as they are."""
-    import sys
-
-    if "lightgbm" in sys.modules:
-        return sys.modules["lightgbm"]
-    hidden = [name for name in _LIGHTGBM_OPTIONAL if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]
-    try:
-        import lightgbm
-    finally:
-        for name in hidden:
-            if sys.modules.get(name) is None:
-                del sys.modules[name]
-    return lightgbm
 
 
 def top_k(item_ids: np.ndarray, scores: np.ndarray, k: int, exclude: set[int]) -> list[tuple[int, float]]:

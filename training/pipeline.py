@@ -13,14 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from streamrec.artifacts import ModelArtifacts, set_current_version
 from streamrec.settings import Settings
 from streamrec.datasets import load_dataset
 from streamrec.interactions import Interactions
 
-N_POPULAR = 1000
 SYNTHETIC_KNOBS = ("n_sessions", "n_items", "n_topics", "seed")
 
 
@@ -35,16 +33,14 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     target_recall, index_k, split, n_sessions/n_items/n_topics/seed for synthetic data, and for
     the ranker: ranker (False: none), ranker_train_cases, ranker_valid_cases, ranker_threads,
     ranker_ablation (also fit the twin without streaming features: `streamrec evaluate` only),
+    ranker_skew_check (score the ranker's validation with refitted generators, see train_ranker),
     streaming_features, before_feast (called before the first Feast/online-store access, e.g. to
     wait for a stack started in parallel)."""
     from rich.console import Console
 
-    from candidates.index import build_index, save_index
-    from candidates.session_knn import SessionKNN
     from training.batch_sources import write_batch_sources
-    from training.covisitation import build_covisitation
     from training.embeddings import DEFAULT_CANDIDATES, train_embeddings
-    from training.popularity import item_popularity, most_popular, recent_item_popularity
+    from training.generators import fit_generators
     from streamrec.synthetic import generate_sessions
 
     console = Console(quiet=not progress, stderr=True)  # stdout stays free for --json
@@ -68,12 +64,6 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
                               seed=knobs.get("seed", 0), progress=progress)
     t = lap("embeddings", t)
     item_ids = result.item_ids
-    covisit = build_covisitation(data, item_ids, window=knobs.get("window", 3),
-                                 top_k=knobs.get("covisit_top_k", 50))
-    t = lap("covisitation", t)
-    popularity = item_popularity(data, item_ids)
-    popular = most_popular(data, N_POPULAR)
-
     now = datetime.now(timezone.utc)
     version = _version(now, data, {k: v for k, v in knobs.items() if not callable(v)})
     meta: dict[str, Any] = {
@@ -82,23 +72,14 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
         "n_items": int(len(item_ids)), "n_clicks": int(data.n_clicks), "n_sessions": int(data.n_sessions),
         "trained_at": now.isoformat(),
     }
-    artifacts = ModelArtifacts(version=version, path=settings.models_dir / version, item_ids=item_ids,
-                               item_embeddings=result.embeddings, item_popularity=popularity,
-                               popular=popular, covisit=covisit, meta=meta,
-                               item_recent_popularity=recent_item_popularity(data, item_ids),
-                               item_categories=np.array([data.categories.get(i, -1) for i in item_ids.tolist()])
-                               if data.categories else None)  # -1 = feature_repo's CATEGORY_UNKNOWN
-    index, index_info = build_index(result.embeddings, item_ids, target_recall=knobs.get("target_recall", 0.95),
-                                    k=knobs.get("index_k", 100))
-    t = lap("index", t)
-    artifacts.meta["index"] = {key: index_info.get(key)
-                               for key in ("type", "recall_at_k", "ef_search", "nlist", "nprobe", "k")}
+    bundle = fit_generators(data, item_ids, result.embeddings, version=version, path=settings.models_dir / version,
+                            meta=meta, window=knobs.get("window", 3), covisit_top_k=knobs.get("covisit_top_k", 50),
+                            target_recall=knobs.get("target_recall", 0.95), index_k=knobs.get("index_k", 100))
+    artifacts, index_info = bundle.artifacts, bundle.index.info
+    t = lap("generators", t)
     artifacts.meta["timings_s"] = timings
-    artifacts.save()
-    save_index(index, index_info, artifacts.path)
-    SessionKNN().fit(data).save(artifacts.path)  # the session-kNN candidate generator
-    t = lap("session_knn", t)
-    write_batch_sources(settings.batch_dir, item_ids, result.embeddings, popularity, data.categories,
+    bundle.save()
+    write_batch_sources(settings.batch_dir, item_ids, result.embeddings, artifacts.item_popularity, data.categories,
                         event_time=now)
     t = lap("write", t)
     if knobs.get("ranker", True):
@@ -114,15 +95,18 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
             streaming = feast_streaming_features(settings, data)
             artifacts.meta["feast_applied"] = True  # over this version's batch sources
             t = lap("backfill", t)
-        artifacts.meta["ranker"] = train_ranker(
+        fitted = train_ranker(
             data, artifacts.path, algorithm=result.algorithm, factors=result.factors, decay=settings.recency_decay,
             ann_k=settings.candidates_k, max_session_items=settings.max_session_items,
             train_cases=knobs.get("ranker_train_cases", 20_000), valid_cases=knobs.get("ranker_valid_cases", 8_000),
             streaming=streaming, ablation=knobs.get("ranker_ablation", False),
-            threads=knobs.get("ranker_threads", 2), log=console.print)
+            skew_check=knobs.get("ranker_skew_check", False), threads=knobs.get("ranker_threads", 2),
+            log=console.print)
+        artifacts.meta["ranker"] = bundle.ranker_report = fitted.report
+        bundle.ranker, bundle.ranker_batch_only = fitted.ranker, fitted.batch_only
         t = lap("ranker", t)
     artifacts.meta["timings_s"]["total"] = round(time.perf_counter() - started, 2)
-    artifacts.save()  # meta now has the complete timings
+    bundle.save()  # with the ranker, and meta with the complete timings
     set_current_version(settings.models_dir, version)
     r, total = result.report, artifacts.meta["timings_s"]["total"]
     ef = f" ef={index_info['ef_search']}" if index_info.get("ef_search") else ""

@@ -9,7 +9,6 @@ reported figures use the validation split only; test data is never seen.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from candidates.features import FEATURE_NAMES, STREAMING_FEATURES, CandidateGenerators, merge_session_items
+from candidates.ranker_model import RankerModel
 from streamrec import quality
 from streamrec.interactions import Interactions, next_item_rows
-
-from streamrec.artifacts import RANKER, RANKER_BATCH_ONLY, RANKER_META
 
 K = 20
 
@@ -49,23 +47,13 @@ def split_three(data: Interactions) -> tuple[Interactions, Interactions, Interac
 
 
 def base_generators(base: Interactions, algorithm: str, factors: int, tmp: Path, ann_k: int) -> CandidateGenerators:
-    """Generators fitted on the base split, in memory."""
-    from candidates.index import CandidateIndex, build_index
-    from candidates.session_knn import SessionKNN
-    from streamrec.artifacts import ModelArtifacts
-    from training.covisitation import build_covisitation
+    """Generators fitted on the base split, in memory, by the code that fits the published ones."""
     from training.embeddings import fit_item_factors, session_item_matrix
-    from training.popularity import item_popularity, recent_item_popularity
+    from training.generators import fit_generators
 
     matrix, item_ids = session_item_matrix(base)
     embeddings = fit_item_factors(matrix, algorithm, factors)
-    popularity = item_popularity(base, item_ids)
-    model = ModelArtifacts("ranker-base", tmp, item_ids, embeddings, popularity,
-                           item_ids[np.argsort(-popularity, kind="stable")[:1000]],
-                           build_covisitation(base, item_ids),
-                           item_recent_popularity=recent_item_popularity(base, item_ids))
-    index, info = build_index(embeddings, item_ids)
-    return CandidateGenerators(model, CandidateIndex(index, info), SessionKNN().fit(base), ann_k=ann_k)
+    return fit_generators(base, item_ids, embeddings, version="ranker-base", path=tmp).generators(ann_k)
 
 
 def build_examples(generators: CandidateGenerators, data: Interactions, max_cases: int, decay: float,
@@ -154,11 +142,15 @@ def fit_lambdarank(train: Examples, valid: Examples, columns: list[int], seed: i
 def train_ranker(data: Interactions, folder: Path, *, algorithm: str, factors: int, decay: float,
                  ann_k: int = 100, max_session_items: int = 50, train_cases: int = 20_000, valid_cases: int = 8_000,
                  streaming: StreamingFeatureFn | None = None, seed: int = 0, ablation: bool = False,
-                 threads: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Fit, validate and save the ranker into the model version folder; returns its report.
+                 skew_check: bool = False, threads: int = 2,
+                 log: Callable[[str], None] = print) -> RankerFit:
+    """Fit and validate the ranker; the caller saves it with its model version (`ModelBundle`).
 
-    `ablation` also fits the twin without the streaming features (saved beside it, for
-    `streamrec evaluate`'s ablation); serving never reads it, so plain training skips it.
+    `ablation` also fits the twin without the streaming features (for `streamrec evaluate`'s
+    ablation); serving never reads it, so plain training skips it. `skew_check` scores the same
+    validation cases once more with generators refitted on base + ranker-train sessions, as
+    serving refits them on all sessions: the report's `valid_refitted_generators` against `valid`
+    is the cost (or gain) of that train/serve difference in feature scales.
     `threads`: LightGBM's num_threads (results can differ in the last digits between counts)."""
     started = time.perf_counter()
     base, train_split, valid_split = split_three(data)
@@ -188,6 +180,7 @@ def train_ranker(data: Interactions, folder: Path, *, algorithm: str, factors: i
         "best_iteration": int(ranker.booster.best_iteration or ranker.booster.current_iteration()),
         "valid": ranking_quality(ranker.predict(valid.features), valid),
         "valid_session_knn_only": ranking_quality(valid.features[:, FEATURE_NAMES.index("session_knn")], valid),
+        "valid_best_single_feature": best_single_feature(valid, columns),
         "candidate_recall_valid": round(100 * len(valid.groups) / valid.cases, 2),
         "train_rows": int(len(train.labels)),
     }
@@ -196,12 +189,37 @@ def train_ranker(data: Interactions, folder: Path, *, algorithm: str, factors: i
                                  name="ranker without streaming")
         report["valid_without_streaming"] = ranking_quality(without.predict(valid.features), valid)
         report["batch_only_features"] = [FEATURE_NAMES[i] for i in batch_columns]
-        without.booster.save_model(str(Path(folder) / RANKER_BATCH_ONLY),
-                                   num_iteration=int(without.booster.best_iteration or 0) or None)
-    ranker.booster.save_model(str(Path(folder) / RANKER), num_iteration=report["best_iteration"])
+    if skew_check:
+        from streamrec.interactions import split_by_time
+
+        rest, _ = split_by_time(data, 0.1)  # base + ranker-train: what the valid split follows
+        refitted = base_generators(rest, algorithm, factors, folder, ann_k)
+        again = build_examples(refitted, valid_split, valid_cases, decay, max_session_items, seed + 1, log, "valid'")
+        add_streaming(again, streaming if use_streaming else None)
+        report["valid_refitted_generators"] = ranking_quality(ranker.predict(again.features), again)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    (Path(folder) / RANKER_META).write_text(json.dumps(report, indent=2))
     log(f"ranker: valid HR@20 {report['valid']['HR@20']} MRR@20 {report['valid']['MRR@20']} "
         f"(session-kNN alone {report['valid_session_knn_only']['HR@20']} / "
         f"{report['valid_session_knn_only']['MRR@20']}) in {report['seconds']}s")
-    return report
+    return RankerFit(report, RankerModel(ranker.booster, tuple(report["features"])),
+                     RankerModel(without.booster, tuple(report["batch_only_features"]))
+                     if use_streaming and ablation else None)
+
+
+@dataclass
+class RankerFit:
+    report: dict[str, Any]
+    ranker: RankerModel
+    batch_only: RankerModel | None
+
+
+def best_single_feature(valid: Examples, columns: list[int]) -> dict[str, Any]:
+    """The best ranking any one feature gives on its own (either sign), by MRR@20: the floor the
+    ranker must clear to be worth its cost."""
+    best: dict[str, Any] = {}
+    for column in columns:
+        for sign in (1.0, -1.0):
+            figures = ranking_quality(sign * valid.features[:, column], valid)
+            if not best or figures[f"MRR@{K}"] > best[f"MRR@{K}"]:
+                best = {"feature": ("" if sign > 0 else "-") + FEATURE_NAMES[column], **figures}
+    return best

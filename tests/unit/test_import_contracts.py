@@ -20,7 +20,7 @@ def test_lint_imports_keeps_every_contract():
 def test_api_process_imports_neither_pandas_feast_nor_training_code():
     """What the static contract says, checked at run time: build the app as `streamrec serve` does
     and list the modules it loaded."""
-    probe = ("import json, sys; from serving.app import create_app; from serving.scoring import import_lightgbm;"
+    probe = ("import json, sys; from serving.app import create_app; from candidates.ranker_model import import_lightgbm;"
              "create_app(); import_lightgbm();"  # what the lifespan adds when the version has a ranker
              "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
     run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -7,7 +7,9 @@ import time
 
 import numpy as np
 
+from candidates.bundle import ModelBundle
 from candidates.index import CandidateIndex, build_index
+from candidates.session_knn import SessionKNN
 from streamrec import feature_schema as s
 from candidates.features import session_embedding
 from candidates.features import merge_session_items
@@ -62,8 +64,8 @@ class FakeStore:
 
 def recommender(model, store, budget_ms=50.0, scorer=None, **settings) -> Recommender:
     index, info = build_index(model.item_embeddings, model.item_ids)
-    return Recommender(Settings(latency_budget_ms=budget_ms, **settings), store, model, CandidateIndex(index, info),
-                       "v1:flat", scorer=scorer)
+    return Recommender(Settings(latency_budget_ms=budget_ms, **settings), store,
+                       ModelBundle(model, CandidateIndex(index, info), SessionKNN.load(model.path)), scorer=scorer)
 
 
 def test_merge_keeps_latest_position_and_limit():
@@ -88,13 +90,21 @@ async def test_empty_session_gets_popular_items(tmp_path):
 async def test_streaming_items_are_used_and_excluded(tmp_path):
     model = tiny_model(tmp_path)
     store = FakeStore(model, sessions={"s": {s.RECENT_ITEMS: [1010, 1011]}})
-    result = await recommender(model, store).recommend("s", 10, [1012])
+    result = await recommender(model, store).recommend("s", 10, [1012], exclude_seen=True)
     assert result.stage == "stream"
     assert result.session_items == [1010, 1011, 1012]
     ids = [i for i, _ in result.items]
     assert len(ids) == 10 and not {1010, 1011, 1012} & set(ids)
     assert 1013 in ids  # co-visited successor of the last item is a candidate and scores high
     assert not result.degraded_reasons
+
+
+async def test_seen_items_may_be_recommended_again_by_default(tmp_path):
+    # repeat clicks are common in sessions: the API's default keeps seen items among the candidates
+    model = tiny_model(tmp_path)
+    store = FakeStore(model, sessions={"s": {s.RECENT_ITEMS: [1010, 1011]}})
+    result = await recommender(model, store).recommend("s", 10, [1012])
+    assert {1010, 1011, 1012} & {i for i, _ in result.items}
 
 
 async def test_request_items_only_is_the_batch_stage(tmp_path):
@@ -170,7 +180,8 @@ async def test_trending_history_replaces_the_online_read_at_the_requested_time(t
     model = tiny_model(tmp_path)
     index, info = build_index(model.item_embeddings, model.item_ids)
     spy, store = Spy(), FakeStore(model)
-    served = Recommender(Settings(), store, model, CandidateIndex(index, info), "v1:flat", trending_history=spy)
+    served = Recommender(Settings(), store, ModelBundle(model, CandidateIndex(index, info), SessionKNN.load(model.path)),
+                         trending_history=spy)
     scored = []
     served.scorer.score = lambda candidates: scored.append(candidates) or candidates.features["clicks_1h"]
     result = await served.recommend("s", 5, [1010, 1011], use_stream=False, at_ms=1.5e12)
