@@ -269,7 +269,8 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
     eval_settings = settings.model_copy(update={"data_dir": settings.data_dir / "evaluation" / dataset.name})
     train_data = load_dataset(dataset, split="train")
     if train_model:
-        train(eval_settings, dataset, ranker_ablation=True)  # the twin for the streaming-features ablation
+        # the twin for the streaming-features ablation, and the train/serve generator check
+        train(eval_settings, dataset, ranker_ablation=True, ranker_skew_check=True)
     exclude_seen = EXCLUDE_SEEN_DEFAULT if exclude_seen is None else exclude_seen
     bundle = ModelBundle.load_current(eval_settings.models_dir)
     model = bundle.artifacts
@@ -305,6 +306,9 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
               "exclude_seen": exclude_seen, **summaries["streamrec"],
               OTHER_EXCLUDE_SEEN: {"exclude_seen": not exclude_seen, **summaries[OTHER_EXCLUDE_SEEN]},
               "candidate_recall": recall,
+              "ranker_valid": {key: bundle.ranker_report[key] for key in (
+                  "valid", "valid_refitted_generators", "valid_best_single_feature", "valid_session_knn_only")
+                  if key in bundle.ranker_report},
               "streaming_features": history is not None and bool(bundle.ranker_report.get("streaming_features")),
               "baselines": {name: figures for name, figures in summaries.items() if name not in served},
               **({"ablation": {"with_streaming": summaries["streamrec"],
