@@ -9,14 +9,16 @@ user can see, while session features (which must reflect the last click) are nev
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 class TTLCache:
     """Rows by key, each valid for `ttl_s` after it was read; bounded by `max_keys` (then cleared)."""
 
-    def __init__(self, ttl_s: float, max_keys: int = 200_000) -> None:
+    def __init__(self, ttl_s: float, max_keys: int = 200_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
+        self.clock = clock  # seconds; tests move it instead of sleeping
         self.max_keys = max_keys
         self._rows: dict[int | str, tuple[float, dict | None]] = {}
         self.hits = 0
@@ -28,7 +30,7 @@ class TTLCache:
 
     def lookup(self, keys: Sequence[int | str]) -> tuple[list[dict | None], list[int]]:
         """(rows, positions of the keys not cached or expired); absent rows are cached as None too."""
-        now = time.monotonic()
+        now = self.clock()
         rows: list[dict | None] = [None] * len(keys)
         missing: list[int] = []
         get = self._rows.get
@@ -47,6 +49,6 @@ class TTLCache:
             return
         if len(self._rows) + len(keys) > self.max_keys:
             self._rows.clear()  # simpler than LRU and just as bounded; refills within one TTL
-        expires = time.monotonic() + self.ttl_s
+        expires = self.clock() + self.ttl_s
         for key, row in zip(keys, rows):
             self._rows[key] = (expires, row)

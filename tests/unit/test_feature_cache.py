@@ -5,10 +5,9 @@ from __future__ import annotations
 from serving.feature_cache import TTLCache
 
 
-def test_rows_and_absences_are_cached_until_they_expire(monkeypatch):
+def test_rows_and_absences_are_cached_until_they_expire():
     clock = [100.0]
-    monkeypatch.setattr("serving.feature_cache.time.monotonic", lambda: clock[0])
-    cache = TTLCache(ttl_s=1.0)
+    cache = TTLCache(ttl_s=1.0, clock=lambda: clock[0])
     cache.store([1, 2], [{"x": 1}, None])
     rows, missing = cache.lookup([1, 2, 3])
     assert rows == [{"x": 1}, None, None] and missing == [2]
