@@ -20,7 +20,7 @@ from functools import lru_cache
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streaming import fast_delivery, metrics
+from streaming import fast_delivery, faust_patches, metrics
 from streaming.topics import ITEM_TABLE, SESSION_TABLE, by_item_topic
 from streaming.processor import ItemBatchProcessor, ItemClick, RawRecord, SessionBatchProcessor
 from streamrec.online_store import OnlineStore
@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> faust.App:
     sessions = _key_partitioned_table(app, SESSION_TABLE, settings.clicks_partitions)
     items = _key_partitioned_table(app, ITEM_TABLE, settings.clicks_partitions)
 
+    faust_patches.check_versions()  # the patches below rely on these versions' private code
     _tune_consumer(app, {settings.clicks_topic, by_item_topic(settings)})
     store = OnlineStore.from_url(settings.redis_url, timeout_s=settings.write_timeout_s)  # one timeout per batch
 

@@ -63,7 +63,7 @@ def test_clicks_through_kafka_reach_the_session_features_and_the_next_recommenda
     assert features[s.RECENT_ITEMS] == clicked
     assert features[s.CLICK_COUNT] == 3
 
-    after = recommend(api, session_id)
+    after = recommend(api, session_id, exclude_seen=True)
     assert after["stage"] == "stream"
     assert after["session_items_used"] == clicked
     recommended = [r["item_id"] for r in after["items"]]
