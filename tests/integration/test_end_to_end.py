@@ -89,11 +89,25 @@ def test_post_events_goes_through_kafka_into_the_features(live_settings, worker,
 
 
 @pytest.mark.parametrize("bad", [{"session_id": "x"}, {"item_id": 1}, {"session_id": "x", "item_id": "1", "ts": 1},
-                                 {"session_id": "x", "item_id": 1, "ts": 1, "other": 2}, {"k": 500}])
+                                 {"session_id": "x", "item_id": 1, "ts": 1, "other": 2}])
 def test_post_events_refuses_malformed_events_with_a_message(api, bad):
     response = httpx.post(f"{api}/events", json=bad)
     assert response.status_code == 422
     assert response.json()["detail"]
+
+
+@pytest.mark.parametrize(("bad", "field"), [({"k": 500}, "k"), ({"k": 0}, "k"), ({"colour": "red"}, "colour")])
+def test_post_recommend_refuses_out_of_range_k_and_unknown_fields(api, bad, field):
+    response = httpx.post(f"{api}/recommend", json={"session_id": "e2e-bad", **bad}, timeout=5)
+    assert response.status_code == 422, response.text
+    assert [error["loc"][-1] for error in response.json()["detail"]] == [field]
+
+
+def test_post_recommend_refuses_more_session_items_than_configured(live_settings, api):
+    too_many = list(range(live_settings.max_session_items + 1))
+    response = httpx.post(f"{api}/recommend", json={"session_id": "e2e-bad", "session_items": too_many}, timeout=5)
+    assert response.status_code == 422
+    assert "session_items" in response.json()["detail"]
 
 
 def dead_letters(settings: Settings) -> list[dict]:

@@ -10,8 +10,9 @@ import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from serving.routes import events, health
-from serving.schemas import RecommendRequest
+from serving.event_sink import KafkaUnavailable
+from serving.routes import events, health, recommend
+from serving.schemas import MAX_K, RecommendRequest
 from streamrec.events import MAX_ITEM_ID, ClickEvent
 from streamrec.settings import Settings
 
@@ -112,3 +113,71 @@ async def test_hostile_events_get_422_and_reach_no_sink() -> None:
                               headers={"X-API-Key": "secret"})
         assert response.status_code == 422, session_id
     assert not sink.sent
+
+
+class FlakySink(FakeSink):
+    """A sink whose Kafka is down until `up` is set: what POST /events answers in an outage."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.up = False
+
+    async def send(self, event: ClickEvent) -> tuple[int, int]:
+        if not self.up:
+            raise KafkaUnavailable("Kafka did not take the event within 1.5 s")
+        return await super().send(event)
+
+
+async def test_events_answer_503_with_retry_after_while_kafka_is_down_then_202() -> None:
+    app, _ = app_with(None)
+    app.state.event_sink = sink = FlakySink(app.state.settings)
+    down = await call(app, "POST", "/events", json=EVENT)
+    assert down.status_code == 503
+    assert down.headers["Retry-After"] == str(events.RETRY_AFTER_S) == "2"
+    assert down.json() == {"detail": "Kafka did not take the event within 1.5 s"}
+    assert sink.sent == []
+    sink.up = True
+    again = await call(app, "POST", "/events", json=EVENT)
+    assert again.status_code == 202 and again.json()["offset"] == 0 and len(sink.sent) == 1
+
+
+class RecordingRecommender:
+    """Stands in for the model: a request that reaches it passed validation."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.calls = 0
+
+    async def recommend(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        self.calls += 1
+        raise AssertionError("an invalid request reached the recommender")
+
+
+def recommend_app(max_session_items: int = 5) -> tuple[FastAPI, RecordingRecommender]:
+    app = FastAPI()
+    app.state.recommender = recommender = RecordingRecommender(Settings(max_session_items=max_session_items))
+    app.include_router(recommend.router)
+    return app, recommender
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"session_id": "s", "k": 0}, "k"),
+    ({"session_id": "s", "k": MAX_K + 1}, "k"),
+    ({"session_id": "s", "k": 500}, "k"),
+    ({"session_id": "s", "colour": "red"}, "colour"),
+    ({"session_id": "s", "exclude_seen": "yes"}, "exclude_seen"),
+])
+async def test_recommend_refuses_invalid_bodies_with_422_naming_the_field(body: dict, field: str) -> None:
+    app, recommender = recommend_app()
+    answer = await call(app, "POST", "/recommend", json=body)
+    assert answer.status_code == 422, answer.text
+    assert [error["loc"][-1] for error in answer.json()["detail"]] == [field]
+    assert recommender.calls == 0
+
+
+async def test_recommend_refuses_more_session_items_than_configured() -> None:
+    app, recommender = recommend_app(max_session_items=5)
+    answer = await call(app, "POST", "/recommend", json={"session_id": "s", "session_items": list(range(6))})
+    assert answer.status_code == 422
+    assert answer.json() == {"detail": "session_items has 6 items; at most 5 are accepted"}
+    assert recommender.calls == 0
