@@ -85,7 +85,9 @@ class Settings(BaseSettings):
     item_feature_cache_ms: int = Field(
         1000, ge=0, description="How long the API reuses an item's streaming (trending) features it read; 0 = never. "
         "Session features are always read fresh.")
-    api_key: str | None = Field(None, description="If set, required in X-API-Key for write endpoints.")
+    api_key: str | None = Field(
+        None, description="If set, POST /events, GET /metrics and GET /ops/summary require it "
+        "(X-API-Key, or Authorization: Bearer).")
 
     @field_validator("data_dir", "feature_repo")
     @classmethod
