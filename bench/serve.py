@@ -47,7 +47,6 @@ import asyncio
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -444,15 +443,12 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:  # noqa: ARG0
 
 def _served_model(health: dict | None, model) -> dict[str, Any]:
     """Catalogue size, model version and scorer as the server reports them (the local model's otherwise)."""
-    detail = ((health or {}).get("model") or {}).get("detail", "")
-    items = re.search(r"(\d+) items", detail)
-    scorer = re.search(r"scorer (\S+)", detail)
     from streamrec.artifacts import RANKER
 
-    local_scorer = "lightgbm-lambdarank" if (model.path / RANKER).exists() else "blend"
-    return {"catalogue_items": int(items.group(1)) if items else len(model.item_ids),
-            "model_version": (health or {}).get("model_version") or model.version,
-            "scorer": scorer.group(1) if scorer else local_scorer}
+    health = health or {}
+    return {"catalogue_items": health.get("catalogue_items", len(model.item_ids)),
+            "model_version": health.get("model_version") or model.version,
+            "scorer": health.get("scorer") or ("lightgbm-lambdarank" if (model.path / RANKER).exists() else "blend")}
 
 
 # --- response check ----------------------------------------------------------------------------

@@ -299,6 +299,12 @@ async def _replay_phase(settings: Settings, options: DemoOptions, store: OnlineS
     result = outcome["result"]
 
     deadline = time.monotonic() + options.drain_timeout_s
+    # The last events' freshness: keep the poller at its own pace until each has been seen, before
+    # the slower counting below (a dead-letter count opens a consumer) stretches the poll interval
+    # and would add its own time to theirs.
+    while tracker.pending and time.monotonic() < deadline:
+        await tracker.poll_once()
+        await asyncio.sleep(POLL_INTERVAL_S)
     applied = dead = 0
     while time.monotonic() < deadline:
         await tracker.poll_once()

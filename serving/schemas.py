@@ -81,6 +81,9 @@ class Health(BaseModel):
     model: DependencyHealth
     model_version: str
     index_version: str
+    catalogue_items: int = Field(description="Items the served model version knows.")
+    index_items: int = Field(description="Items in the FAISS index.")
+    scorer: Literal["lightgbm-lambdarank", "blend"] = Field(description="What ranks the candidates.")
 
 
 class ErrorBody(BaseModel):

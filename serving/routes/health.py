@@ -39,6 +39,9 @@ async def health(
                                f"scorer {recommender.scorer.kind}"),
         model_version=recommender.model_version,
         index_version=recommender.index_version,
+        catalogue_items=len(model.item_ids),
+        index_items=len(recommender.index),
+        scorer=recommender.scorer.kind,
     )
     if body.status != "ok":
         response.status_code = 503

@@ -205,3 +205,13 @@ def test_worker_reports_freshness_per_click_and_a_lag_that_drains_to_zero(live_s
 
     lags = wait_for(drained, 10, "the clicks topic's lag gauge to read 0 on every processed partition")
     assert {labels["partition"] for labels, _ in lags} <= {str(p) for p in range(live_settings.clicks_partitions)}
+
+
+def test_health_reports_the_served_model_in_structured_fields(live_settings, api):
+    from streamrec.artifacts import load_current
+
+    health = httpx.get(f"{api}/health", timeout=5).json()
+    model = load_current(live_settings.models_dir)
+    assert health["catalogue_items"] == health["index_items"] == len(model.item_ids)
+    assert health["scorer"] == "lightgbm-lambdarank"  # the live fixture trains a ranker
+    assert health["model_version"] == model.version
