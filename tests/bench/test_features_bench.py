@@ -35,8 +35,10 @@ def test_features_bench_reports_three_paths_with_identical_values(live_settings)
     for path in PATHS:
         for q in ("p50", "p95", "p99"):
             assert result[f"{path}_ms_{q}"] > 0, (path, q, result)
-    for key in ("speedup_vs_sdk", "speedup_vs_server", "speedup_vs_sdk_p99", "speedup_vs_server_p99"):
-        assert result[key] > 0, (key, result)
+    # the README's claim: the project's read path is faster than the Feast SDK and `feast serve`
+    # (3.7x / 10x at p50 on the full run); on CI-sized runs it must at least be faster
+    for key in ("speedup_vs_sdk", "speedup_vs_server"):
+        assert result[key] > 1.0, (key, result)
     assert result["requests"] == 30 and result["items_per_request"] == 50
     assert result["mismatches"] == 0, result["first_mismatch"]
     assert result["mismatches_sdk"] == result["mismatches_server"] == 0

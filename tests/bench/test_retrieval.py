@@ -77,7 +77,11 @@ def test_flat_is_the_exact_reference(cli_result: dict) -> None:
 def test_recalls_are_shares_and_tuned_indexes_find_most_neighbours(cli_result: dict) -> None:
     for entry in cli_result["catalogues"]:
         assert 0.0 <= entry["recall_at_100"] <= 1.0
-        assert entry["recall_at_100"] >= 0.9, entry  # tuned to 0.95 on other queries
+        if entry["index"] != "flat":
+            # README: tuned to recall@100 >= 0.95 (on the tuning queries, by the product's procedure);
+            # the held-out queries may differ by sampling only
+            assert entry["params"]["recall_at_k"] >= 0.95, entry
+            assert entry["recall_at_100"] >= 0.93, entry
         assert entry["memory_bytes"] > 0 and entry["p50_ms"] <= entry["p99_ms"]
 
 

@@ -100,7 +100,9 @@ def test_post_events_refuses_malformed_events_with_a_message(api, bad):
 def test_post_recommend_refuses_out_of_range_k_and_unknown_fields(api, bad, field):
     response = httpx.post(f"{api}/recommend", json={"session_id": "e2e-bad", **bad}, timeout=5)
     assert response.status_code == 422, response.text
-    assert [error["loc"][-1] for error in response.json()["detail"]] == [field]
+    body = response.json()  # the app's handler: one sentence per problem, plus the structured errors
+    assert [error["loc"][-1] for error in body["errors"]] == [field]
+    assert body["detail"].startswith(f"{field}: ")
 
 
 def test_post_recommend_refuses_more_session_items_than_configured(live_settings, api):
