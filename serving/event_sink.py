@@ -1,8 +1,9 @@
 """Accepted clicks → Kafka, from the API process (aiokafka: async, so no thread-pool hops).
 
 The producer connects in the background and reconnects after broker outages; a request never
-waits longer than `send_timeout_s` for the broker: if it cannot be acked in time, the caller
-answers 503 with Retry-After and the client keeps the event. After a few failures in a row a
+waits longer than `send_timeout_s` for its answer: the broker gets that bound less a margin for
+the HTTP round trip (`ANSWER_MARGIN_S`), and if it cannot ack in time, the caller answers 503 with
+Retry-After and the client keeps the event. After a few failures in a row a
 circuit breaker answers 503 at once for a second, so an outage does not hold every request (and
 its connection) for the whole timeout; the next request after that probes the broker again.
 """
@@ -20,6 +21,9 @@ from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 1.0
+# Kept out of the broker's share of the send timeout: parsing, the 503 body and loopback, plus a
+# late event-loop timer on a busy machine, so the client has its answer within `send_timeout_s`.
+ANSWER_MARGIN_S = 0.1
 
 
 class KafkaUnavailable(RuntimeError):
@@ -66,14 +70,16 @@ class EventSink:
 
     async def send(self, event: ClickEvent) -> tuple[int, int]:
         """Send and wait for the broker's ack; returns (partition, offset). Connecting and the ack
-        share one deadline of `send_timeout_s`, so no request waits longer than that."""
+        share one deadline (`send_timeout_s` less the answer's margin), so no request's answer
+        comes later than `send_timeout_s`."""
         if self.breaker.is_open:
             raise KafkaUnavailable(f"Kafka at {self.settings.kafka_bootstrap} is unavailable "
                                    f"({self.breaker.last_error}); not tried again for up to {self.breaker.open_s:g}s")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.send_timeout_s
+        broker_s = max(self.send_timeout_s - ANSWER_MARGIN_S, self.send_timeout_s / 2)
+        deadline = loop.time() + broker_s
         try:
-            producer = await self._ensure_started(self.send_timeout_s)
+            producer = await self._ensure_started(broker_s)
         except KafkaUnavailable as exc:
             self.breaker.failure(exc)
             raise
