@@ -41,9 +41,9 @@ PRODUCE_EVENTS = 3000
 PRODUCE_RATE = 100.0  # the replay spans baseline, outage, restart and after
 DRAIN_TIMEOUT_S = 60.0
 SEND_TIMEOUT_S = EventSink(Settings()).send_timeout_s
-# A request may wait up to the send timeout for the broker; the slack covers HTTP on loopback and a
-# busy 2-core machine, and is far below anything that would look like a hang.
-HANG_BOUND_S = SEND_TIMEOUT_S + 1.0
+# The README's figure: the 503 arrives within the send timeout, measured by the client (HTTP on
+# loopback included), so the API must leave itself room to answer inside that bound.
+HANG_BOUND_S = SEND_TIMEOUT_S
 
 
 @pytest.fixture()
@@ -234,7 +234,7 @@ def test_events_survive_a_kafka_outage(broker_settings):
     assert unavailable > 0, "no 503 at all: the outage did not reach the API"
     assert fast_503 > 0, "the breaker never answered at once: every 503 waited for the send timeout"
     assert all(c.missing_retry_after == 0 for c in clients), "503 without Retry-After"
-    assert worst_s <= HANG_BOUND_S, f"a request waited {worst_s:.1f}s (send timeout {SEND_TIMEOUT_S}s)"
+    assert worst_s <= HANG_BOUND_S, f"a request waited {worst_s:.3f}s (send timeout {SEND_TIMEOUT_S}s)"
     assert not lost, f"{len(lost)} accepted events missing from the topic, e.g. {lost[:5]}"
     assert ("after", 200, True) in [(p, c, ok) for p, c, ok in health], health
     assert all(code == 503 and not ok for p, code, ok in health if p == "down"), health_by_phase

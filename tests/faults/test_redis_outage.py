@@ -40,9 +40,9 @@ AFTER_S = 3.0
 # the next loop iteration, and this is a 2-core machine shared with Kafka, Redis and other jobs, so
 # one scheduling quantum (~10 ms) late is allowed; nothing near a Redis timeout (seconds) is.
 SERVER_SLACK_MS = 10.0
-# Client-side wall time adds HTTP parsing and loopback, outside the budget; it is reported and only
-# bounded loosely (a hang would show up as seconds).
-CLIENT_BOUND_MS = 500.0
+# The README promises the answer within the latency budget: the client's wall time during the fault
+# gets the same one-quantum slack as the server's, and nothing for a Redis timeout.
+CLIENT_SLACK_MS = SERVER_SLACK_MS
 
 
 def own_settings(live: Settings, data_dir: Path, **overrides) -> Settings:
@@ -125,8 +125,11 @@ class Traffic:
                     self.samples.append(Sample(phase, response.status_code, elapsed, body, self.phase))
                     if time.monotonic() >= next_health:
                         next_health = time.monotonic() + 0.25
+                        sent_in = self.phase
                         reply = client.get("/health")
-                        self.health.append((phase, reply.status_code, reply.json()))
+                        # counted in a phase only if sent and answered inside it
+                        self.health.append((sent_in if self.phase == sent_in else "transition",
+                                            reply.status_code, reply.json()))
                 except BaseException as exc:  # noqa: BLE001 - a hang or reset is a finding
                     self.errors.append(exc)
                     self.samples.append(Sample(phase, 0, (time.perf_counter() - started) * 1000))
@@ -230,7 +233,10 @@ def test_recommend_keeps_answering_within_budget_through_a_redis_outage(outage_s
     assert silent_fallbacks == 0 and missing_marked > 0, (silent_fallbacks, missing_marked)
     assert not not_degraded_in_fault, f"responses during the outage not marked degraded: {not_degraded_in_fault[:2]}"
     assert max(server_ms) <= budget_ms + SERVER_SLACK_MS, f"server time {max(server_ms):.1f} ms over the budget"
-    assert fault_client_max <= CLIENT_BOUND_MS, f"a request took {fault_client_max:.0f} ms during the outage"
+    assert fault_client_max <= budget_ms + CLIENT_SLACK_MS, (
+        f"a request took {fault_client_max:.1f} ms (client) during the outage; budget {budget_ms:g} ms")
+    assert health["hang"] and all(code == 503 and status == "degraded" and not redis_ok
+                                  for code, status, redis_ok in health["hang"]), health["hang"]
     assert all(code == 503 and status == "degraded" and not redis_ok
                for code, status, redis_ok in health["down"]), health["down"]
     assert health["down"] and health["after"]
