@@ -7,7 +7,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export STREAMREC_VENV := $(VENV)
 
-.PHONY: setup demo test unit faults
+.PHONY: setup demo test unit faults soak
+
+# The soak's length in `make soak` (STREAMREC_SOAK_S); `make faults` runs it too, for
+# STREAMREC_SOAK_S seconds (default 600; CI sets 120).
+SOAK_S ?= 600
 
 setup:
 	PYTHON=$(PYTHON) bash scripts/setup.sh
@@ -21,5 +25,10 @@ test: setup
 unit: setup
 	$(PY) -m pytest -q -m "not integration" $(ARGS)
 
+# Every test in tests/faults (the default suite deselects them: addopts -m 'not faults').
 faults: setup
 	$(PY) -m pytest -q -m faults tests/faults $(ARGS)
+
+# The full soak alone: 10 minutes of mixed traffic at half saturation.
+soak: setup
+	STREAMREC_SOAK_S=$(SOAK_S) $(PY) -m pytest -q -m faults tests/faults/test_soak.py $(ARGS)
