@@ -1,10 +1,15 @@
 """Soak: mixed `POST /events` and `POST /recommend` traffic against the real API and worker (real
-Kafka and Redis) for 10 minutes at half the measured saturation rate. No errors, a stable p99
-(the last minute within 1.5x the first) and flat memory (each process grows under 10%).
+Kafka and Redis) at half the measured saturation rate, 10 minutes by default. No errors; every
+window (a minute, or a fifth of a shorter run) is compared with the median window: its
+`/recommend` p99 at most 1.5x the median window's, the memory of the API and of the worker within
+10% of the median window's (a leak or a slow climb shows as early windows below and late ones above).
 
-`STREAMREC_SOAK_S` shortens the run for a quick look (the issue's figure is the 600 s default).
-The worker runs with a 30 s session idle window, so its session state reaches its steady level
-within the warm-up; with the default 30 minutes the same level comes after half an hour.
+`STREAMREC_SOAK_S` sets the length: `make soak` runs the full 600 s, CI runs 120 s (five 24 s
+windows). Why a 30 s session idle window: the worker's session state is bounded by the sessions
+of one idle window (`STREAMREC_SESSION_IDLE_S`, 1800 s by default), so its memory is flat only once
+eviction runs. With 30 s, the warm-up (two idle windows) fills the state to its level and eviction
+(every 7.5 s) then goes on through the whole measured run; the test checks it did (sessions
+evicted during the run > 0), so flat memory means "state bounded by eviction", not "too short to grow".
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 
 import aiohttp
+import httpx
 import numpy as np
 import psutil
 import pytest
@@ -30,13 +36,14 @@ from tests.conftest import CLI
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(1200)]
 
 SOAK_S = float(os.environ.get("STREAMREC_SOAK_S", "600"))
-IDLE_S = 30  # STREAMREC_SESSION_IDLE_S of the soak's worker
+IDLE_S = max(4, min(30, int(SOAK_S // 4)))  # STREAMREC_SESSION_IDLE_S of the soak's worker: eviction in the run
 WARMUP_S = 2.0 * IDLE_S  # past one idle window: the worker's session state has reached its level
 SATURATION_S = 15.0
 SATURATION_CONCURRENCY = 16
 WINDOW_S = 60.0 if SOAK_S >= 300 else SOAK_S / 5
-MEMORY_GROWTH_LIMIT = 0.10
-P99_GROWTH_LIMIT = 1.5
+MIN_WINDOWS = 4
+MEMORY_TOLERANCE = 0.10  # each window's memory within 10% of the median window's
+P99_FACTOR = 1.5  # each window's p99 at most 1.5x the median window's
 
 
 class Traffic:
@@ -139,7 +146,33 @@ def soak_worker(live_settings: Settings) -> Iterator[int]:
     process.stop("worker", settings)
 
 
-def test_ten_minutes_of_mixed_traffic_at_half_saturation(live_settings: Settings, soak_worker: int, api: str) -> None:
+def sessions_evicted(settings: Settings) -> float:
+    """The worker's `streamrec_worker_sessions_evicted_total` (0 until its first eviction)."""
+    text = httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=5).text
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("streamrec_worker_sessions_evicted_total"))
+
+
+def window_p99(results: list[tuple[float, str, int, float]], windows: int) -> list[float]:
+    """`/recommend` p99 (ms) of each window, requests placed by their scheduled time."""
+    p99 = []
+    for w in range(windows):
+        latencies = [ms for t, path, _, ms in results
+                     if path == "/recommend" and w * WINDOW_S <= t < (w + 1) * WINDOW_S]
+        p99.append(float(np.percentile(latencies, 99)))
+    return p99
+
+
+def window_memory(series: list[tuple[float, float]], windows: int) -> list[float]:
+    """Median RSS (MB) of each window's samples (one every quarter window)."""
+    return [float(np.median([mb for t, mb in series if w * WINDOW_S <= t <= (w + 1) * WINDOW_S]))
+            for w in range(windows)]
+
+
+def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
+        live_settings: Settings, soak_worker: int, api: str) -> None:
+    windows = int(round(SOAK_S / WINDOW_S))
+    assert windows >= MIN_WINDOWS, f"STREAMREC_SOAK_S={SOAK_S:g} gives {windows} windows, fewer than {MIN_WINDOWS}"
     pids = {"api": process.is_running("api", live_settings), "worker": soak_worker}
     assert all(pids.values()), pids
     items = load_current(live_settings.models_dir).item_ids
@@ -155,29 +188,32 @@ def test_ten_minutes_of_mixed_traffic_at_half_saturation(live_settings: Settings
         for name, pid in pids.items():
             memory[name].append((elapsed, rss_mb(pid)))
 
+    evicted_before = sessions_evicted(live_settings)
     sample(0.0)
     results = asyncio.run(open_loop(api, traffic, rate, SOAK_S, on_tick=sample))
     sample(SOAK_S)
+    evicted = sessions_evicted(live_settings) - evicted_before
 
     errors = [(t, path, status) for t, path, status, _ in results
               if status != (202 if path == "/events" else 200)]
-    windows = int(SOAK_S // WINDOW_S)
-    p99 = []
-    for w in range(windows):
-        latencies = [ms for t, path, _, ms in results if path == "/recommend" and w * WINDOW_S <= t < (w + 1) * WINDOW_S]
-        p99.append(float(np.percentile(latencies, 99)))
-    growth = {}
-    for name, series in memory.items():
-        # first full window's level against the last window's: start-up allocations are not growth
-        first = np.median([mb for t, mb in series if t <= WINDOW_S])
-        last = np.median([mb for t, mb in series if t >= SOAK_S - WINDOW_S])
-        growth[name] = (first, last, last / first - 1)
+    p99 = window_p99(results, windows)
+    p99_median = float(np.median(p99))
+    mb = {name: window_memory(series, windows) for name, series in memory.items()}
+    mb_median = {name: float(np.median(levels)) for name, levels in mb.items()}
+    mb_off = {name: max(abs(v / mb_median[name] - 1) for v in levels) for name, levels in mb.items()}
     worst = max(ms for *_, ms in results)
-    print(f"\nFAULT-REPORT soak: {SOAK_S:.0f}s at {rate:.0f} req/s (half of the {saturation:.0f} req/s saturation), "
-          f"{len(results)} requests ({sum(p == '/events' for _, p, _, _ in results)} events), errors {len(errors)}, "
-          f"recommend p99 per {WINDOW_S:.0f}s window {[round(v, 1) for v in p99]} ms, worst latency {worst:.1f} ms, "
-          "memory MB first->last window " + ", ".join(f"{n} {a:.0f}->{b:.0f} ({g:+.1%})" for n, (a, b, g) in growth.items()))
+    events = sum(p == "/events" for _, p, _, _ in results)
+    print(f"\nFIGURES case=8 soak injected='{SOAK_S:.0f}s mixed traffic at {rate:.0f} req/s (half of the "
+          f"{saturation:.0f} req/s saturation), session idle {IDLE_S}s' requests={len(results)} events={events} "
+          f"errors={len(errors)} windows={windows}x{WINDOW_S:.0f}s "
+          f"p99_ms={[round(v, 1) for v in p99]} (median {p99_median:.1f}, max/median "
+          f"{max(p99) / p99_median:.2f}, bound {P99_FACTOR:g}) worst_ms={worst:.1f} "
+          + " ".join(f"{name}_mb={[round(v) for v in levels]} (max off median {mb_off[name]:+.1%}, "
+                     f"bound {MEMORY_TOLERANCE:.0%})" for name, levels in mb.items())
+          + f" sessions_evicted_in_run={evicted:.0f}")
     assert not errors, errors[:10]
-    assert p99[-1] <= P99_GROWTH_LIMIT * p99[0], p99
-    for name, (_, _, g) in growth.items():
-        assert g < MEMORY_GROWTH_LIMIT, (name, growth[name])
+    assert evicted > 0, "no session was evicted during the run: flat memory would prove nothing"
+    slow = [(w, v) for w, v in enumerate(p99) if v > P99_FACTOR * p99_median]
+    assert not slow, f"windows with p99 over {P99_FACTOR:g}x the median window's {p99_median:.1f} ms: {slow}"
+    for name, levels in mb.items():
+        assert mb_off[name] <= MEMORY_TOLERANCE, (name, levels, mb_median[name])
