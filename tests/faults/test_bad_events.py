@@ -276,6 +276,19 @@ def test_fuzzed_bad_events_are_dead_lettered_resends_change_nothing_and_the_work
           f"accounted for {settle_s:.1f}s after the last send; dead-letter topic holds {len(letters)}; "
           f"worker counters {metrics}")
 
+    running = process.is_running(WORKER, settings) == pid
+    wrong = [(sid, want["count"], want["recent"], row and row.get(s.CLICK_COUNT), row and row.get(s.RECENT_ITEMS))
+             for sid, want in sessions.items() for row in [session_rows.get(sid)]
+             if row is None or row.get(s.CLICK_COUNT) != want["count"] or row.get(s.RECENT_ITEMS) != want["recent"]]
+    wrong_items = [(item, n, row and row.get(s.CLICKS_1H)) for item, n in item_clicks.items()
+                   for row in [item_rows.get(item)] if row is None or row.get(s.CLICKS_1H) != n]
+    print(f"FIGURES case=5 bad-events injected='{want_dead} bad of {len(messages)} seeded messages "
+          f"({len(kinds)} kinds), {want_resent} re-sent copies' dead_lettered={len(letters)} (expected {want_dead}) "
+          f"applied={metrics.get('events.applied', 0):.0f} (expected {want_applied}) "
+          f"duplicates={metrics.get('events.duplicate', 0):.0f} (expected {want_resent}) "
+          f"sessions_wrong={len(wrong)} of {len(sessions)} items_wrong={len(wrong_items)} of {len(item_clicks)} "
+          f"worker_running={running} settle_s={settle_s:.1f}")
+
     # The worker is still up and still answering.
     assert process.is_running(WORKER, settings) == pid, process.log_tail(WORKER, settings)
     assert metrics, "the worker's /metrics stopped answering"
@@ -302,13 +315,8 @@ def test_fuzzed_bad_events_are_dead_lettered_resends_change_nothing_and_the_work
     assert metrics.get("events.duplicate") == want_resent, metrics  # no crash here, so no redeliveries
 
     # The store holds exactly the good clicks: counts not inflated by re-sends, recent lists not repeated.
-    wrong = [(sid, want["count"], want["recent"], row and row.get(s.CLICK_COUNT), row and row.get(s.RECENT_ITEMS))
-             for sid, want in sessions.items() for row in [session_rows.get(sid)]
-             if row is None or row.get(s.CLICK_COUNT) != want["count"] or row.get(s.RECENT_ITEMS) != want["recent"]]
     assert not wrong, f"{len(wrong)} of {len(sessions)} sessions differ (session, count, recent, stored): {wrong[:3]}"
     assert sum(st["count"] for st in sessions.values()) == want_applied
-    wrong_items = [(item, n, row and row.get(s.CLICKS_1H)) for item, n in item_clicks.items()
-                   for row in [item_rows.get(item)] if row is None or row.get(s.CLICKS_1H) != n]
     assert not wrong_items, f"{len(wrong_items)} items differ (item, clicks_1h, stored): {wrong_items[:5]}"
     print(f"store: {len(sessions)} sessions with {want_applied} clicks, {len(item_clicks)} items with "
           f"{sum(item_clicks.values())} clicks in the last hour, all as expected")

@@ -53,8 +53,10 @@ def test_no_server_error_and_every_response_matches_the_spec(api: str):
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             failures.append(f"{key}: {exc}")
-    print(f"\nFAULT-REPORT bad requests: schemathesis cases per operation {calls}, "
-          f"total {sum(calls.values())}, failures {len(failures)}")
+    print(f"\nFIGURES case=6 bad-requests injected='schemathesis, valid and invalid requests from the "
+          f"OpenAPI spec, up to {EXAMPLES_PER_OPERATION} per operation and mode' requests={sum(calls.values())} "
+          f"operations={len(calls)} failures={len(failures)} (5xx or answers outside the spec)\n"
+          f"cases per operation {calls}")
     assert len(calls) >= 4, calls
     assert not failures, "\n\n".join(failures)
 
@@ -83,10 +85,11 @@ def test_an_announced_oversized_body_is_refused_before_it_is_sent(api: str):
     headers = ("POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                f"Content-Length: {50 * 1024 * 1024}\r\n")
     reply, elapsed_ms = _raw_post(api, headers, b"{" + b" " * 1024)
+    print(f"\nFIGURES case=6 oversized-body-announced injected='Content-Length 50 MB, 1 KB sent' "
+          f"status={reply[9:12].decode(errors='replace')} answer_ms={elapsed_ms:.1f} (bound 2000)")
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert b"larger than" in reply
     assert elapsed_ms < 2000
-    print(f"\nFAULT-REPORT oversized body (announced 50 MB): 413 in {elapsed_ms:.1f} ms")
 
 
 def test_a_chunked_oversized_body_is_refused_once_it_passes_the_limit(api: str):
@@ -94,5 +97,6 @@ def test_a_chunked_oversized_body_is_refused_once_it_passes_the_limit(api: str):
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(8)) + b"0\r\n\r\n"  # 128 KB
     headers = "POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
     reply, elapsed_ms = _raw_post(api, headers, body)
+    print(f"\nFIGURES case=6 oversized-body-chunked injected='128 KB chunked body' "
+          f"status={reply[9:12].decode(errors='replace')} answer_ms={elapsed_ms:.1f}")
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
-    print(f"\nFAULT-REPORT oversized body (chunked 128 KB): 413 in {elapsed_ms:.1f} ms")

@@ -84,10 +84,14 @@ def test_clicks_survive_a_worker_joining_and_one_leaving_mid_replay(two_workers)
     time.sleep(3)  # a late redelivery must not change anything either
     session_rows, item_rows = read_store(second, sessions, items)
     bad_sessions, bad_items = mismatches(clicks, expected, item_counts, session_rows, item_rows)
+    stored = applied_total(session_rows)
     report = (f"{EVENTS} clicks; the second worker joined after {joined_at_sent} were sent (the first had "
               f"applied {first_applied:.0f}), the first left after {left_at_sent}; store now holds "
-              f"{applied_total(session_rows)} session clicks; the second worker's counters {worker_metrics(second)}")
-    print(f"\n{report}")
+              f"{stored} session clicks; the second worker's counters {worker_metrics(second)}")
+    print(f"\nFIGURES case=4 worker-rebalance injected='second worker joins after {joined_at_sent} of {EVENTS} "
+          f"clicks, first leaves (SIGTERM) after {left_at_sent}' events={len(clicks)} stored={stored} "
+          f"lost_or_doubled={stored - len(clicks):+d} sessions_wrong={len(bad_sessions)} of {len(sessions)} "
+          f"items_wrong={len(bad_items)} of {len(items)}\n{report}")
     assert not bad_sessions, f"{len(bad_sessions)} sessions differ, e.g. {bad_sessions[:3]}\n{report}\n" \
                              f"{process.log_tail(SECOND, second)}"
     assert not bad_items, f"{len(bad_items)} items differ, e.g. {bad_items[:5]}\n{report}"
