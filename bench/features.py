@@ -36,7 +36,7 @@ import numpy as np
 import typer
 
 from bench.cli import bench_app
-from bench.report import console, emit_json, latency_summary, print_table
+from bench.common import console, emit_json, latency_summary, print_table
 from streamrec import feature_schema as s
 from streamrec.settings import Settings, get_settings
 

@@ -64,7 +64,7 @@ import numpy as np
 import typer
 
 from bench.cli import bench_app
-from bench.report import console, emit_json, latency_summary, print_table, wide_console
+from bench.common import console, emit_json, latency_summary, print_table, wide_console
 from streamrec.settings import Settings, get_settings
 
 WRK = "wrk"
