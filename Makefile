@@ -10,7 +10,7 @@ export STREAMREC_VENV := $(VENV)
 .PHONY: setup demo test unit faults soak
 
 # The soak's length in `make soak` (STREAMREC_SOAK_S); `make faults` runs it too, for
-# STREAMREC_SOAK_S seconds (default 600; CI sets 120).
+# STREAMREC_SOAK_S seconds (default 600; CI sets 300).
 SOAK_S ?= 600
 
 setup:
