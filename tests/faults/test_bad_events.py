@@ -26,7 +26,7 @@ from streamrec.events import MAX_ITEM_ID, ClickEvent
 from infra import process
 from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
-from tests.faults.conftest import own_worker_settings
+from tests.faults.conftest import own_worker_settings, worker_metrics
 from tests.conftest import CLI, wait_for
 from tests.faults.test_worker_restart import read_topic
 
@@ -196,21 +196,6 @@ def send_all(settings: Settings, messages: list[Message]) -> float:
         m.partition, m.offset = meta.partition, meta.offset
     producer.close(timeout=10)
     return time.monotonic() - started
-
-
-def worker_metrics(settings: Settings) -> dict[str, float]:
-    """`streamrec_worker_events_total` by outcome (and item clicks), as `events.<outcome>`."""
-    try:
-        text = httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        for name in ("streamrec_worker_events_total", "streamrec_worker_item_clicks_total"):
-            if line.startswith(name + "{"):
-                label = line[line.index('"') + 1:line.rindex('"')]
-                out[f"{name.removeprefix('streamrec_worker_').removesuffix('_total')}.{label}"] = float(line.split()[-1])
-    return out
 
 
 def read_store(settings: Settings, sessions: list[str], items: list[int]) -> tuple[dict, dict]:

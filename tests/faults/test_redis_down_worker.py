@@ -22,10 +22,9 @@ from infra.kafka import free_port
 from streamrec import feature_schema as s
 from streamrec.settings import Settings
 from tests.conftest import wait_for
-from tests.faults.conftest import own_worker_settings
+from tests.faults.conftest import own_worker_settings, worker_metrics
 from tests.faults.test_worker_restart import (
-    Replay, applied_total, expected_sessions, mismatches, read_store, start_applying_worker,
-    worker_metrics, workload,
+    Replay, applied_total, expected_sessions, mismatches, read_store, start_applying_worker, workload,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(400)]

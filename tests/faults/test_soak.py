@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Iterator
 
 import aiohttp
-import httpx
 import numpy as np
 import psutil
 import pytest
@@ -36,6 +35,7 @@ from streamrec.artifacts import load_current
 from infra import process
 from streamrec.settings import Settings
 from tests.conftest import CLI
+from tests.faults.conftest import worker_metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(1200)]
 
@@ -152,9 +152,7 @@ def soak_worker(live_settings: Settings) -> Iterator[int]:
 
 def sessions_evicted(settings: Settings) -> float:
     """The worker's `streamrec_worker_sessions_evicted_total` (0 until its first eviction)."""
-    text = httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=5).text
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith("streamrec_worker_sessions_evicted_total"))
+    return worker_metrics(settings).get("sessions_evicted", 0.0)
 
 
 def window_p99(results: list[tuple[float, str, int, float]], windows: int) -> list[float]:

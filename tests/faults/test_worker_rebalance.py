@@ -20,10 +20,9 @@ from infra import process
 from infra.kafka import free_port
 from streamrec.settings import Settings
 from tests.conftest import CLI, wait_for
-from tests.faults.conftest import own_worker_settings
+from tests.faults.conftest import own_worker_settings, worker_metrics
 from tests.faults.test_worker_restart import (
-    EVENTS, Replay, applied_total, expected_sessions, mismatches, read_store, start_applying_worker, worker_metrics,
-    workload,
+    EVENTS, Replay, applied_total, expected_sessions, mismatches, read_store, start_applying_worker, workload,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(400)]

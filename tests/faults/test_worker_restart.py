@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import httpx
 import pytest
 
 from streamrec import feature_schema as s
@@ -25,7 +24,7 @@ from streamrec.events import ClickEvent
 from infra import process
 from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
-from tests.faults.conftest import own_worker_settings
+from tests.faults.conftest import own_worker_settings, worker_metrics
 from tests.conftest import CLI, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(400)]
@@ -151,21 +150,6 @@ def applied_total(rows: dict) -> int:
 
 def counted_total(rows: dict) -> int:
     return sum(int((row or {}).get(s.CLICKS_1H) or 0) for row in rows.values())
-
-
-def worker_metrics(settings: Settings) -> dict[str, float]:
-    """Counters of the running worker process (they start at zero in every process)."""
-    try:
-        text = httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        for name in ("streamrec_worker_events_total", "streamrec_worker_item_clicks_total"):
-            if line.startswith(name + "{"):
-                label = line[line.index('"') + 1:line.rindex('"')]
-                out[f"{name.removeprefix('streamrec_worker_').removesuffix('_total')}.{label}"] = float(line.split()[-1])
-    return out
 
 
 def read_topic(settings: Settings, topic: str) -> list:
