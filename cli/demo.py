@@ -14,11 +14,12 @@ import http.client
 import json
 import multiprocessing as mp
 import queue
+import random
 import sys
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
@@ -28,10 +29,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.common import Message, ScheduledProducer, answers, click_counts, observe, start_service
+from infra import process, stack
 from streamrec import feature_schema as s
 from streamrec.events import ClickEvent
-from infra import process, stack
-from streamrec.online_store import OnlineStore, ReadRequest
+from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
 
 console = Console(stderr=True)
@@ -56,59 +58,6 @@ def _step(message: str) -> None:
 
 def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
-
-
-class FreshnessTracker:
-    """Watches the online store for each sent event's effect (session click count reaching n)."""
-
-    def __init__(self, store: OnlineStore) -> None:
-        self.store = store
-        self.inbox: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
-        self.sent_per_session: Counter[str] = Counter()
-        self.pending: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        self.freshness_ms: list[float] = []
-        self.sent_times: list[float] = []  # aligned with freshness_ms: when each event was sent
-        self.live_sessions: list[str] = []  # sessions seen applied, most recent last
-
-    def on_sent(self, event: ClickEvent | None, sent_at: float) -> None:  # producer thread
-        if event is not None:
-            self.inbox.put((event.session_id, sent_at))
-
-    def _drain_inbox(self) -> None:
-        while True:
-            try:
-                session_id, sent_at = self.inbox.get_nowait()
-            except queue.Empty:
-                return
-            self.sent_per_session[session_id] += 1
-            self.pending[session_id].append((self.sent_per_session[session_id], sent_at))
-
-    async def poll_once(self) -> None:
-        self._drain_inbox()
-        sessions = list(self.pending)
-        if not sessions:
-            return
-        rows = (await self.store.read_many([ReadRequest(s.SESSION_FEATURES_VIEW, sessions, (s.CLICK_COUNT,))]))[0]
-        seen_at = time.time()
-        for session_id, row in zip(sessions, rows):
-            count = (row or {}).get(s.CLICK_COUNT) or 0
-            waiting = self.pending[session_id]
-            while waiting and waiting[0][0] <= count:
-                self.freshness_ms.append((seen_at - waiting[0][1]) * 1000)
-                self.sent_times.append(waiting[0][1])
-                waiting.pop(0)
-                self.live_sessions.append(session_id)
-            if not waiting:
-                del self.pending[session_id]
-
-    async def applied_total(self) -> int:
-        sessions = list(self.sent_per_session)
-        total = 0
-        for start in range(0, len(sessions), 1000):
-            chunk = sessions[start:start + 1000]
-            rows = (await self.store.read_many([ReadRequest(s.SESSION_FEATURES_VIEW, chunk, (s.CLICK_COUNT,))]))[0]
-            total += sum((row or {}).get(s.CLICK_COUNT) or 0 for row in rows)
-        return total
 
 
 def worker_freshness(settings: Settings):  # -> serving.ops.Buckets | None
@@ -144,18 +93,8 @@ def start_worker_and_api(settings: Settings) -> None:
     env = settings.to_env()
     exe = [sys.executable, "-m", "cli"]
     process.start_detached("worker", [*exe, "stream"], settings, env=env)
-    process.start_detached("api", [*exe, "serve"], settings, env=env)
-    api = f"http://{settings.api_host}:{settings.api_port}"
-
-    def api_up() -> bool:
-        if process.is_running("api", settings) is None:
-            raise RuntimeError("the API exited:\n" + process.log_tail("api", settings))
-        try:
-            return httpx.get(f"{api}/health", timeout=1.0).status_code in (200, 503)
-        except httpx.HTTPError:
-            return False
-
-    process.wait_until(api_up, 90, "the API to answer /health")
+    start_service("api", [*exe, "serve"], settings, timeout_s=90, env=env,
+                  ready=lambda: answers(f"http://{settings.api_host}:{settings.api_port}/health", (200, 503)))
 
 
 async def wait_for_worker(settings: Settings, store: OnlineStore, item_id: int, timeout_s: float = 120) -> str:
@@ -184,8 +123,8 @@ def _recommend_load(api: str, rate: float, sessions: "mp.Queue[list[str]]", stop
                     results: "mp.Queue[dict]") -> None:
     """Child process: POST /recommend for sessions whose clicks just landed, ~`rate` per second.
 
-    Its own process, so the client's latency is not the demo's GIL: the producer thread and the
-    freshness poller share the parent's interpreter, and a request timed there waits for them."""
+    Its own process, so the client's latency is not the demo's GIL: a request timed in the parent
+    would wait for the freshness poller."""
     import random
     from collections import deque
 
@@ -270,66 +209,66 @@ class RecommendLoad:
                 self.process.kill()
 
 
+def _messages(options: DemoOptions, events: int, prefix: str, bad_fraction: float) -> list[Message]:
+    """The dataset's clicks in order, each followed by a malformed event with probability `bad_fraction`."""
+    from streaming.producer import MALFORMED_SAMPLES, ReplayOptions, replay_events
+
+    rng = random.Random(7)
+    messages: list[Message] = []
+    for event in replay_events(ReplayOptions(dataset=options.dataset, events=events, session_prefix=prefix)):
+        messages.append((event.session_id, event.item_id))
+        if bad_fraction and rng.random() < bad_fraction:
+            messages.append((event.session_id, rng.choice(MALFORMED_SAMPLES)))
+    if not messages:
+        raise ValueError("the dataset has no events to replay")
+    return messages
+
+
 async def _replay_phase(settings: Settings, options: DemoOptions, store: OnlineStore, events: int,
                         prefix: str, bad_fraction: float, query: bool) -> dict:
-    """Replay `events` clicks, track freshness (and query /recommend), then drain and count."""
-    from streaming.producer import ReplayOptions, replay
-
-    tracker = FreshnessTracker(store)
+    """Replay `events` clicks on schedule, watch each become visible (and query /recommend), then count."""
+    messages = _messages(options, events, prefix, bad_fraction)
+    sessions = [key if isinstance(payload, int) else None for key, payload in messages]
+    clicks = len(sessions) - sessions.count(None)
     dlq_before = dead_letter_count(settings)
     worker_before = worker_freshness(settings)
-    replay_options = ReplayOptions(dataset=options.dataset, events=events, rate=options.rate,
-                                   session_prefix=prefix, bad_fraction=bad_fraction, progress=query)
-    outcome: dict = {}
-    producer_thread = threading.Thread(
-        target=lambda: outcome.setdefault("result", replay(settings, replay_options, tracker.on_sent)), daemon=True)
     queries = {"latency_ms": [], "server_ms": [], "stages": {}, "errors": 0}
     with contextlib.ExitStack() as stack_of:
         load = stack_of.enter_context(RecommendLoad(settings, options.recommend_rate)) if query else None
-        producer_thread.start()
-        while producer_thread.is_alive():
-            await tracker.poll_once()
-            if load:
-                load.offer(tracker.live_sessions)
-            await asyncio.sleep(POLL_INTERVAL_S)
+        producer = stack_of.enter_context(ScheduledProducer(settings, messages, options.rate, linger_ms=2))
+        t0 = producer.start()
+        visibility = await observe(store, sessions, t0, options.rate, POLL_INTERVAL_S,
+                                   on_poll=(lambda seen: load.offer(seen.live_sessions)) if load else None)
+        report = producer.report()
         if load:
             queries = load.finish()
-    if "result" not in outcome:
-        raise RuntimeError("the replay failed; see the error above")
-    result = outcome["result"]
-
+    sent, seen = np.asarray(report["sent"]), np.asarray(visibility.seen)
+    visible = ~np.isnan(seen)
+    freshness_ms = ((seen[visible] - sent[visible]) * 1000).tolist()
+    # every click seen means every click applied; the dead letters may still be on their way
     deadline = time.monotonic() + options.drain_timeout_s
-    # The last events' freshness: keep the poller at its own pace until each has been seen, before
-    # the slower counting below (a dead-letter count opens a consumer) stretches the poll interval
-    # and would add its own time to theirs.
-    while tracker.pending and time.monotonic() < deadline:
-        await tracker.poll_once()
-        await asyncio.sleep(POLL_INTERVAL_S)
-    applied = dead = 0
-    while time.monotonic() < deadline:
-        await tracker.poll_once()
-        applied = await tracker.applied_total()
+    unique_sessions = list(dict.fromkeys(session for session in sessions if session))
+    while True:
+        applied = sum(await click_counts(store, unique_sessions))
         dead = dead_letter_count(settings) - dlq_before
-        if applied >= result.sent and dead >= result.malformed:
+        if (applied >= clicks and dead >= len(messages) - clicks) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
-    await tracker.poll_once()  # observe what the last count included
-    produced = result.sent + result.malformed
     worker_fresh = worker_freshness(settings)
     worker_fresh = worker_fresh.since(worker_before) if worker_fresh is not None else None
     if query:
-        _save_freshness(settings, tracker)
+        _save_freshness(settings, sent[visible] - t0, freshness_ms)
     return {
-        "events_produced": produced,
+        "events_produced": len(messages),
         "events_applied": applied,
         "dead_lettered": dead,
-        "malformed_sent": result.malformed,
-        "sessions": len(tracker.sent_per_session),
-        "replay_seconds": round(result.seconds, 2),
-        "replay_events_per_s": round(produced / result.seconds, 1) if result.seconds else None,
-        "freshness_ms_p50": _percentile(tracker.freshness_ms, 50),
-        "freshness_ms_p99": _percentile(tracker.freshness_ms, 99),
-        "freshness_samples": len(tracker.freshness_ms),
+        "malformed_sent": len(messages) - clicks,
+        "sessions": len(unique_sessions),
+        "replay_seconds": round(report["seconds"], 2),
+        "replay_events_per_s": round(len(messages) / report["seconds"], 1) if report["seconds"] else None,
+        "freshness_ms_p50": _percentile(freshness_ms, 50),
+        "freshness_ms_p99": _percentile(freshness_ms, 99),
+        "freshness_samples": len(freshness_ms),
         # the worker's own view (Kafka record timestamp → features written; histogram buckets)
         "worker_freshness_ms_p50": _bucket_ms(worker_fresh, 0.5),
         "worker_freshness_ms_p99": _bucket_ms(worker_fresh, 0.99),
@@ -362,13 +301,13 @@ async def _replay_and_measure(settings: Settings, options: DemoOptions, store: O
     return report
 
 
-def _save_freshness(settings: Settings, tracker: FreshnessTracker) -> None:
+def _save_freshness(settings: Settings, sent_s: np.ndarray, freshness_ms: list[float]) -> None:
     """Freshness of every event by send time (JSON + PNG in the run dir): shows transients."""
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     path = settings.run_dir / "demo_freshness.json"
-    start = min(tracker.sent_times, default=0.0)
-    path.write_text(json.dumps({"sent_s": [round(t - start, 4) for t in tracker.sent_times],
-                                "freshness_ms": [round(f, 2) for f in tracker.freshness_ms]}))
+    sent_s = sent_s - min(sent_s, default=0.0)
+    path.write_text(json.dumps({"sent_s": [round(float(t), 4) for t in sent_s],
+                                "freshness_ms": [round(f, 2) for f in freshness_ms]}))
     try:
         import matplotlib
 
@@ -376,7 +315,7 @@ def _save_freshness(settings: Settings, tracker: FreshnessTracker) -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(8, 3))
-        ax.scatter([t - start for t in tracker.sent_times], tracker.freshness_ms, s=2)
+        ax.scatter(sent_s, freshness_ms, s=2)
         ax.set_xlabel("seconds into the replay")
         ax.set_ylabel("freshness (ms)")
         ax.set_title("event produced → visible in the online store")
