@@ -20,14 +20,14 @@ any path differs). Sessions written by the benchmark are deleted at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,7 +36,8 @@ import numpy as np
 import typer
 
 from bench.cli import bench_app
-from bench.common import console, emit_json, latency_summary, print_table
+from bench.common import (BenchSetupError, JsonFlag, Seed, answers, console, latency_summary, plain, print_table,
+                          run_command, service)
 from streamrec import feature_schema as s
 from streamrec.settings import Settings, get_settings
 
@@ -46,8 +47,9 @@ EMBEDDING_REF = f"{s.ITEM_EMBEDDINGS_VIEW}:{s.EMBEDDING}"
 FIRST_UNKNOWN_ITEM = 10**15  # item ids from here on are never in a catalogue
 
 
-class BenchSetupError(RuntimeError):
-    """The stack is not ready for the benchmark; the message says which command to run."""
+MISSING_ITEM_FRACTION = 0.1  # item ids not in the catalogue
+MISSING_SESSION_FRACTION = 0.1  # session ids never written
+EXPIRED_SESSION_FRACTION = 0.05  # sessions older than the view's TTL
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,6 @@ class FeatureBenchOptions:
     items: int = 50
     warmup: int = 100
     sessions: int = 1000
-    missing_item_fraction: float = 0.1
-    missing_session_fraction: float = 0.1
-    expired_session_fraction: float = 0.05
     server: bool = True
     seed: int = 0
 
@@ -75,12 +74,6 @@ class FeatureRequest:
 Canonical = tuple[tuple[object, ...], tuple[bytes | None, ...]]
 
 
-def _plain(value: object) -> object:
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return tuple(int(v) for v in value)
-    return None if value is None else int(value)  # type: ignore[call-overload]
-
-
 def _vector(value: object) -> bytes | None:
     return None if value is None else np.asarray(value, dtype="<f4").tobytes()
 
@@ -88,13 +81,13 @@ def _vector(value: object) -> bytes | None:
 def canonical_project(rows: list[list[dict[str, object] | None]]) -> Canonical:
     session_rows, embedding_rows = rows
     session = session_rows[0] or {}
-    return (tuple(_plain(session.get(f)) for f in s.SESSION_FEATURES),
+    return (tuple(plain(session.get(f)) for f in s.SESSION_FEATURES),
             tuple(_vector(row[s.EMBEDDING]) if row else None for row in embedding_rows))
 
 
 def canonical_columns(columns: dict[str, list[Any]]) -> Canonical:
     """From column lists (the SDK's to_dict(), or the server's JSON results by feature name)."""
-    return (tuple(_plain(columns[f][0]) for f in s.SESSION_FEATURES),
+    return (tuple(plain(columns[f][0]) for f in s.SESSION_FEATURES),
             tuple(_vector(v) for v in columns[s.EMBEDDING]))
 
 
@@ -155,7 +148,7 @@ def _plan(settings: Settings, catalogue: list[int], options: FeatureBenchOptions
     ttl_s = s.VIEWS[s.SESSION_FEATURES_VIEW].ttl_s
     rows, expired = [], []
     for i in range(options.sessions):
-        is_expired = _every(options.expired_session_fraction, i)
+        is_expired = _every(EXPIRED_SESSION_FRACTION, i)
         event_ts = now - ttl_s - 3600 if is_expired else now - rng.uniform(0, 600)
         recent = rng.sample(catalogue, k=min(len(catalogue), rng.randint(1, settings.recent_items)))
         rows.append(Row(f"{tag}-{i}", {s.RECENT_ITEMS: recent, s.CLICK_COUNT: len(recent) + rng.randint(0, 5),
@@ -167,13 +160,13 @@ def _plan(settings: Settings, catalogue: list[int], options: FeatureBenchOptions
     requests, item_counter = [], 0
     for number in range(options.warmup + options.requests):
         n = number - options.warmup if number >= options.warmup else number  # each phase gets the mix
-        if _every(options.missing_session_fraction, n):
+        if _every(MISSING_SESSION_FRACTION, n):
             session = f"{tag}-unknown-{number}"
-        elif expired and _every(options.expired_session_fraction / (1 - options.missing_session_fraction), n):
+        elif expired and _every(EXPIRED_SESSION_FRACTION / (1 - MISSING_SESSION_FRACTION), n):
             session = rng.choice(expired)
         else:
             session = rng.choice(fresh)
-        unknown = sum(_every(options.missing_item_fraction, item_counter + j) for j in range(options.items))
+        unknown = sum(_every(MISSING_ITEM_FRACTION, item_counter + j) for j in range(options.items))
         item_counter += options.items
         items = rng.sample(catalogue, k=min(len(catalogue), options.items - unknown))
         items += [FIRST_UNKNOWN_ITEM + rng.randrange(10**9) for _ in range(unknown)]
@@ -182,78 +175,35 @@ def _plan(settings: Settings, catalogue: list[int], options: FeatureBenchOptions
     return rows, requests, expired_set
 
 
-class FeastServer:
-    """`feast -c feature_repo serve` on a free loopback port, as a child of this process."""
+@contextlib.contextmanager
+def running_feast_server(settings: Settings) -> Iterator[str]:
+    """`feast -c feature_repo serve` on a free loopback port, like a production server: no per-request
+    access log and no gunicorn worker recycling mid-run (by default every ~1,000 requests)."""
+    from infra.kafka import free_port
 
-    def __init__(self, settings: Settings, max_requests: int) -> None:
-        from infra.kafka import free_port
-
-        self.settings = settings
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = settings.run_dir / "bench_feast_serve.log"
-        executable = Path(sys.executable).with_name("feast")
-        self.argv = [str(executable) if executable.exists() else (shutil.which("feast") or "feast"),
-                     "-c", str(settings.feature_repo), "serve", "-h", "127.0.0.1", "-p", str(self.port),
-                     # a production-like server: no per-request access log, and no gunicorn worker
-                     # recycling mid-run (the default restarts the worker every ~1,000 requests)
-                     "--no-access-log", "--max-requests", str(max_requests)]
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout_s: float = 180.0) -> None:
-        import httpx
-
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it until stop()
-        self.process = subprocess.Popen(self.argv, env={**os.environ, **self.settings.feast_env()},
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchSetupError(f"`feast serve` exited with code {self.process.returncode}; "
-                                      f"its log: {self.log_path}\n{self._log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise BenchSetupError(f"`feast serve` did not answer within {timeout_s:.0f}s; log: {self.log_path}")
-
-    def stop(self) -> None:
-        """SIGTERM to the server's own process group (gunicorn master and its worker), then SIGKILL."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        pgid = os.getpgid(self.process.pid)
-        os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-            self.process.wait(timeout=5)
-
-    def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+    port = free_port()
+    executable = Path(sys.executable).with_name("feast")
+    argv = [str(executable) if executable.exists() else (shutil.which("feast") or "feast"), "-c",
+            str(settings.feature_repo), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log",
+            "--max-requests", "0"]
+    url = f"http://127.0.0.1:{port}"
+    with service(f"bench-feast-serve-{port}", argv, settings, lambda: answers(f"{url}/health"),
+                 env=settings.feast_env()):
+        yield url
 
 
 # --- the measurement ----------------------------------------------------------------------------
 
 async def _measure(settings: Settings, options: FeatureBenchOptions, feast_store, catalogue: list[int]):
     import httpx
-    import redis.asyncio as aioredis
 
     from streamrec.online_store import OnlineStore, ReadRequest
 
     tag = f"bench-features-{uuid.uuid4().hex[:8]}"
     session_rows, requests, expired_ids = _plan(settings, catalogue, options, tag)
     store = OnlineStore.from_url(settings.redis_url)
-    server = FeastServer(settings, max_requests=0) if options.server else None
-    http = httpx.AsyncClient(timeout=30.0) if server else None
+    running = contextlib.ExitStack()
+    http = httpx.AsyncClient(timeout=30.0)
     timings: dict[str, list[float]] = {path: [] for path in PATHS}
     mismatches = {"feast_sdk": 0, "feast_server": 0}
     first_mismatch: str | None = None
@@ -261,8 +211,7 @@ async def _measure(settings: Settings, options: FeatureBenchOptions, feast_store
     try:
         await _check_materialized(store, catalogue)
         await store.write(s.SESSION_FEATURES_VIEW, session_rows, expire_s=settings.session_ttl_s)
-        if server:
-            server.start()
+        server = running.enter_context(running_feast_server(settings)) if options.server else None
 
         # each path returns what its caller would use (decoded values); only that part is timed
         async def project(request: FeatureRequest):
@@ -278,7 +227,7 @@ async def _measure(settings: Settings, options: FeatureBenchOptions, feast_store
             ).to_dict()
 
         async def feast_server(request: FeatureRequest):
-            response = await http.post(f"{server.url}/get-online-features", json={  # type: ignore[union-attr]
+            response = await http.post(f"{server}/get-online-features", json={
                 "features": [*SESSION_FEATURE_REFS, EMBEDDING_REF],
                 "entities": {s.SESSION_KEY: [request.session_id] * len(request.items), s.ITEM_KEY: request.items},
             })
@@ -312,33 +261,27 @@ async def _measure(settings: Settings, options: FeatureBenchOptions, feast_store
             counts["missing_items"] += sum(v is None for v in embeddings)
             counts["present_items"] += sum(v is not None for v in embeddings)
     finally:
-        if http:
-            await http.aclose()
-        if server:
-            server.stop()
-        raw = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            keys = [store.key(s.SESSION_FEATURES_VIEW, row.key) for row in session_rows]
-            for start_at in range(0, len(keys), 1000):
-                await raw.delete(*keys[start_at:start_at + 1000])
-        finally:
-            await raw.aclose()
-            await store.close()
+        await http.aclose()
+        running.close()
+        keys = [store.key(s.SESSION_FEATURES_VIEW, row.key) for row in session_rows]
+        for start_at in range(0, len(keys), 1000):
+            await store.client.delete(*keys[start_at:start_at + 1000])
+        await store.close()
     return timings, mismatches, first_mismatch, counts
 
 
-def run_features_bench(settings: Settings, options: FeatureBenchOptions) -> dict[str, object]:
+def run_features_bench(settings: Settings, options: FeatureBenchOptions) -> dict[str, Any]:
     """The figures of one run (latencies in ms, speedups of p50 and p99, mismatch counts)."""
-    from infra.redis_server import answers
+    from infra.redis_server import answers as redis_answers
 
-    if not answers(settings.redis_url):
+    if not redis_answers(settings.redis_url):
         raise BenchSetupError(f"no Redis answers at {settings.redis_url}: run `streamrec up` "
                               "(then `streamrec train` if no model is trained yet)")
     catalogue = _catalogue(settings)
     feast_store = _feature_store(settings)
     timings, mismatches, first_mismatch, counts = asyncio.run(_measure(settings, options, feast_store, catalogue))
 
-    result: dict[str, object] = {"requests": options.requests, "items_per_request": options.items}
+    result: dict[str, Any] = {"requests": options.requests, "items_per_request": options.items}
     for path in PATHS:
         summary = latency_summary(timings[path]) if timings[path] else {}
         for key, value in summary.items():  # p50_ms → <path>_ms_p50
@@ -358,36 +301,32 @@ def run_features_bench(settings: Settings, options: FeatureBenchOptions) -> dict
     return result
 
 
-@bench_app.command("features")
-def features(
-    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the figures.")] = False,
-    requests: Annotated[int, typer.Option(min=1, help="Measured requests (each read by all three paths).")] = 2000,
-    items: Annotated[int, typer.Option(min=1, max=500, help="Item embeddings read per request.")] = 50,
-    warmup: Annotated[int, typer.Option(min=0, help="Unmeasured requests first, per path.")] = 100,
-    sessions: Annotated[int, typer.Option(min=1, help="Synthetic sessions written before reading.")] = 1000,
-    server: Annotated[bool, typer.Option(help="Also measure `feast serve` over HTTP.")] = True,
-    seed: Annotated[int, typer.Option(help="Seed of the request mix.")] = 0,
-) -> None:
-    """Online feature read of one request (session features + item embeddings): streamrec vs Feast SDK vs `feast serve`."""
-    options = FeatureBenchOptions(requests=requests, items=items, warmup=warmup, sessions=sessions,
-                                  server=server, seed=seed)
-    try:
-        result = run_features_bench(get_settings(), options)
-    except BenchSetupError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from None
-    print_table(f"online feature read: 1 session + {items} item embeddings, {requests} requests", [
-        {"path": path,
-         **{q: result[f"{path}_ms_{q}"] for q in ("p50", "p95", "p99", "max")},
-         "× project (p50)": (round(result[f"{path}_ms_p50"] / result["project_ms_p50"], 2)  # type: ignore[operator]
-                             if result[f"{path}_ms_p50"] else None)}
-        for path in PATHS
-    ])
+def render(result: dict[str, Any]) -> None:
+    print_table(f"online feature read: 1 session + {result['items_per_request']} item embeddings, "
+                f"{result['requests']} requests", [
+                    {"path": path, **{q: result[f"{path}_ms_{q}"] for q in ("p50", "p95", "p99", "max")},
+                     "× project (p50)": (round(result[f"{path}_ms_p50"] / result["project_ms_p50"], 2)
+                                         if result[f"{path}_ms_p50"] else None)}
+                    for path in PATHS])
     console.print(f"mismatches: {result['mismatches']} (sdk {result['mismatches_sdk']}, server "
                   f"{result['mismatches_server']}); values compared: {result['present_items']} present and "
                   f"{result['missing_items']} missing item embeddings, {result['missing_sessions']} missing and "
                   f"{result['expired_sessions']} expired sessions")
     if result["first_mismatch"]:
         console.print(f"[red]first mismatch:[/red] {result['first_mismatch']}")
-    if as_json:
-        emit_json(result)  # the issue's keys at the top level: project_ms_p50, feast_sdk_ms_p50, ...
+
+
+@bench_app.command("features")
+def features(
+    as_json: JsonFlag = False,
+    requests: Annotated[int, typer.Option(min=1, help="Measured requests (each read by all three paths).")] = 2000,
+    items: Annotated[int, typer.Option(min=1, max=500, help="Item embeddings read per request.")] = 50,
+    warmup: Annotated[int, typer.Option(min=0, help="Unmeasured requests first, per path.")] = 100,
+    sessions: Annotated[int, typer.Option(min=1, help="Synthetic sessions written before reading.")] = 1000,
+    server: Annotated[bool, typer.Option(help="Also measure `feast serve` over HTTP.")] = True,
+    seed: Seed = 0,
+) -> None:
+    """Online feature read of one request (session features + item embeddings): streamrec vs Feast SDK vs `feast serve`."""
+    options = FeatureBenchOptions(requests=requests, items=items, warmup=warmup, sessions=sessions,
+                                  server=server, seed=seed)
+    run_command(lambda: run_features_bench(get_settings(), options), render, as_json)

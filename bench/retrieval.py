@@ -54,7 +54,7 @@ import numpy as np
 import typer
 
 from bench.cli import bench_app
-from bench.common import console, emit_json, latency_summary, print_table, wide_console
+from bench.common import JsonFlag, Seed, console, latency_summary, print_table, run_command, wide_console
 from streamrec.settings import Settings, get_settings
 
 RECALL_K = 100  # the JSON key says recall_at_100
@@ -328,30 +328,18 @@ def session_tuned(built: BuiltIndex, tuning: np.ndarray, truth: Truth, target: f
 
 # --- measurement ---------------------------------------------------------------------------------
 
-def rss_bytes() -> int | None:
-    """Resident set size of this process (Linux /proc), None elsewhere."""
-    try:
-        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+def rss_bytes() -> int:
+    """Resident set size of this process."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
 
 
 @contextlib.contextmanager
 def step(label: str) -> Iterator[None]:
-    """A spinner with elapsed time on stderr while a long step runs (FAISS releases the GIL)."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    if not console.is_terminal:  # logs and pipes: one line when done, no redraws
-        started = time.perf_counter()
-        yield
-        console.print(f"  {label}: {time.perf_counter() - started:,.1f} s")
-        return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        progress.add_task(label, total=None)
-        started = time.perf_counter()
-        yield
+    """One line with the elapsed time once a long step is done (a spinner would garble logs)."""
+    started = time.perf_counter()
+    yield
     console.print(f"  {label}: {time.perf_counter() - started:,.1f} s")
 
 
@@ -404,7 +392,7 @@ def measure_index(kind: str, catalogue: Catalogue, queries: np.ndarray, tuning: 
     return {
         "catalogue": catalogue.name, "items": catalogue.items, "dim": catalogue.dim, "index": kind,
         "build_s": round(build_s, 2), "memory_bytes": memory_bytes, "memory_mb": round(memory_bytes / 2**20, 3),
-        "rss_growth_mb": round((rss_after - rss_before) / 2**20, 1) if rss_before and rss_after else None,
+        "rss_growth_mb": round((rss_after - rss_before) / 2**20, 1),
         **latency_summary(seconds),
         "recall_at_100": round(recall_at_k(catalogue.vectors, queries, found, truth), 4),
         "product_choice": kind == product_choice(catalogue.items),
@@ -486,6 +474,8 @@ def _table_row(row: dict[str, Any]) -> dict[str, object]:
 
 def print_tables(result: dict[str, Any]) -> None:
     """One table per catalogue on stderr, with the legend of its columns."""
+    for note in result["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}")
     rows = result["catalogues"]
     with wide_console(TABLE_WIDTH):
         for name in dict.fromkeys(row["catalogue"] for row in rows):
@@ -511,7 +501,7 @@ def _index_types(value: str) -> tuple[str, ...]:
 
 @bench_app.command("retrieval")
 def retrieval(
-    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the figures.")] = False,
+    as_json: JsonFlag = False,
     items: Annotated[int, typer.Option(min=0, help="Items of the synthetic catalogue (0: skip it).")] = 1_000_000,
     queries: Annotated[int, typer.Option(min=1, help="Measured session queries per catalogue.")] = 2000,
     tuning_queries: Annotated[int, typer.Option(min=10, help="Held-out session queries (for `session_tuned`).")] = 1000,
@@ -519,14 +509,9 @@ def retrieval(
                                                      "(default: the data dir's current model).")] = None,
     indexes: Annotated[str, typer.Option(help=f"Index types, comma-separated ({', '.join(INDEX_TYPES)}); "
                                               "flat always runs, as the reference.")] = DEFAULT_INDEX_TYPES,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic catalogue and the queries.")] = 0,
+    seed: Seed = 0,
 ) -> None:
     """FAISS flat / HNSW / IVF on the trained and a synthetic catalogue: build time, memory, latency, recall@100."""
     options = RetrievalOptions(items=items, queries=queries, tuning_queries=tuning_queries,
                                index_types=_index_types(indexes), seed=seed)
-    result = run_retrieval_bench(get_settings(), options, model)
-    for note in result["notes"]:
-        console.print(f"[yellow]note:[/yellow] {note}")
-    print_tables(result)
-    if as_json:
-        emit_json(result)
+    run_command(lambda: run_retrieval_bench(get_settings(), options, model), print_tables, as_json)

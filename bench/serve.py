@@ -1,44 +1,23 @@
 """`streamrec bench serve`: `POST /recommend` under load — closed loop at fixed concurrency, open loop at a fixed rate.
 
-What runs, in one process and against one server:
-
-- **the server** — `streamrec serve` started here (127.0.0.1, a free port, the environment of
-  `Settings`, the current model version, `--workers` processes), stopped at the end, also on
-  errors and Ctrl-C; or an already running one with `--url`.
-- **request bodies** — a few thousand realistic sessions, all in the model's catalogue: test-prefixes
-  of the dataset the model was trained on (its path is in the model meta `dataset`; SR-GNN folders
-  have `test_pairs.tsv.gz`), else random prefixes of that dataset's sessions, else walks over the
-  catalogue (start by popularity, continue to a co-visited item with probability 0.8). `k` = 20,
-  `exclude_seen` true, session ids never seen before (the online store has no streaming features
-  for them, so every request takes the full path: session read, embeddings, FAISS + session-kNN +
-  co-visitation candidates, trending read, ranker).
-- **closed loop** — `wrk -t1 -cN -d{duration}s` per concurrency level N: N connections, each sends
-  its next request as soon as the previous answer arrives. One wrk thread, because this is a
-  2-core machine and the server's processes need the cores; the figures are loopback figures
-  with the client on the same machine. A Lua script rotates through
-  the bodies, counts non-2xx, degraded and fallback answers, and prints p50/p95/p99/max as one JSON
-  line from its `done()` hook (wrk's own `--latency` text has no p95).
-- **open loop** — wrk cannot offer a fixed rate, so an asyncio client (aiohttp, uvloop) sends
-  `--rate` requests per second at exact intervals, whatever the server's speed, and measures each
-  latency from the *scheduled* send time, so a stall is charged to every request it delays (no
-  coordinated omission).
-- **reference** — the same server's cheapest path at the same concurrency levels and rate: an empty
-  session with a never-seen id (one online-store read, then the in-memory popular list; no
-  retrieval, no ranking). Its figures are what HTTP, FastAPI and the client cost; the
-  recommend / reference ratios of p50, p99 and requests/s say what the pipeline adds.
-- **server CPU** — the CPU seconds of the server's processes over each level, per answer
-  (`server_cpu_ms_per_request`), and the mean latency no server could beat with that much CPU
-  per answer on this machine's cores at that concurrency (`mean_ms_floor`, Little's law).
-- **response check** — before the load, a sequential sample of the bodies is sent and parsed: the
-  stage must not be a fallback for non-empty sessions and `degraded` must be false; the mean
-  server-side step timings (`timings_ms`) of that sample are reported. Under load every response is
-  checked the same way (byte patterns in the Lua hook / the async client) and counted.
-
-A few seconds of warm-up (wrk, concurrency 8, not measured) precede the measurements. The JSON last
-line has `levels` and `reference_levels` (concurrency, rps, p50/p95/p99/max_ms, errors, non_2xx,
-degraded, fallback, and `ranked_rps`: the answers per second that the full pipeline produced, not a
-fallback; the requests/s target counts these), `ratios`, `rate`, `catalogue_items`, `model_version`, `scorer`, and the issue's
-targets with where we stand.
+- **server** — `streamrec serve` started here (a free loopback port, `--workers` processes, the
+  current model), stopped at the end; or a running one with `--url`.
+- **bodies** — realistic sessions of catalogue items: test prefixes of the model's training
+  dataset, else random prefixes of its sessions, else walks over the catalogue (popularity, then a
+  co-visited item with probability 0.8); `k` = 20, `exclude_seen`, session ids never seen (no
+  streaming features), so every request takes the full path (retrieval, ranker, trending read).
+- **closed loop** — `wrk -t1 -cN` per level N (one wrk thread: the server needs the other core),
+  a Lua script rotating the bodies, counting non-2xx, degraded and fallback answers and printing
+  p50/p95/p99/max as one JSON line (wrk's `--latency` text has no p95).
+- **open loop** — aiohttp on uvloop sends `--rate` requests/s at exact intervals and times each
+  from its *scheduled* send, so a stall is charged to every request it delays.
+- **reference** — the same server's cheapest path at the same levels and rate (an empty, unknown
+  session: one online-store read, then the popular list); the ratios say what the pipeline adds.
+- **server CPU** — CPU of the server's processes per answer (`server_cpu_ms_per_request`) and the
+  mean latency no server could beat with it on this machine's cores (`mean_ms_floor`, Little's law).
+- **response check** — a sequential sample is parsed first (stages, `degraded`, mean server step
+  timings); under load every answer is checked by byte patterns. `ranked_rps` counts the answers
+  of the full pipeline (not a fallback); the requests/s target counts these.
 """
 
 from __future__ import annotations
@@ -48,7 +27,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -64,43 +42,20 @@ import numpy as np
 import typer
 
 from bench.cli import bench_app
-from bench.common import console, emit_json, latency_summary, print_table, wide_console
+from bench.common import (BenchSetupError, JsonFlag, Seed, console, cpu_seconds, latency_summary, print_table,
+                          print_targets, run_command, service, targets, wide_console)
 from streamrec.settings import Settings, get_settings
 
 WRK = "wrk"
 RECOMMEND_PATH = "/recommend"
 DEGRADED_MARK = b'"degraded":true'
 FALLBACK_MARK = b'"stage":"fallback_'
-TABLE_WIDTH = 130
+K = 20
+TIMEOUT_S = 2.0  # per request, of wrk and the open loop
 MAX_BODY_ITEMS = 50  # longer sessions are cut to their latest items (the server's default limit)
 
 
-@dataclass(frozen=True)
-class Targets:
-    """The issue's targets for `/recommend` with the full ranker (for later optimisation)."""
-
-    p99_ms_at_32: float = 15.0
-    rps_at_32: float = 500.0
-    p50_ms_at_1: float = 5.0
-
-
-@dataclass(frozen=True)
-class ServeBenchOptions:
-    duration_s: float = 10.0
-    concurrency: tuple[int, ...] = (1, 8, 32)
-    rate: float = 250.0  # offered requests/s of the open-loop run; 0 = skip it
-    url: str | None = None  # None: start `streamrec serve` here
-    warmup_s: float = 3.0
-    bodies: int = 4000
-    k: int = 20
-    sample: int = 200  # sequential requests parsed before the load
-    timeout_s: float = 2.0
-    seed: int = 0
-    workers: int | None = None  # processes of the started server; None = STREAMREC_API_WORKERS
-
-
-class BenchSetupError(RuntimeError):
-    """The benchmark cannot run; the message says what to do."""
+TARGETS = {"p99_ms_at_32": 15.0, "rps_at_32": 500.0, "p50_ms_at_1": 5.0}  # the issue's, with the full ranker
 
 
 # --- request bodies ----------------------------------------------------------------------------
@@ -401,8 +356,7 @@ def _health(url: str) -> dict | None:
 
 
 @contextmanager
-def running_server(settings: Settings, url: str | None, timeout_s: float = 180.0,
-                   workers: int | None = None) -> Iterator[tuple[str, int | None]]:
+def running_server(settings: Settings, url: str | None, workers: int | None = None) -> Iterator[tuple[str, int | None]]:
     """(base url, pid or None): the given server, or `streamrec serve` started here and stopped on exit."""
     if url is not None:
         if _health(url.rstrip("/")) is None:
@@ -410,35 +364,15 @@ def running_server(settings: Settings, url: str | None, timeout_s: float = 180.0
                                   "leave out --url to let the benchmark start one")
         yield url.rstrip("/"), None
         return
-    from infra import process
     from infra.kafka import free_port
 
     port = free_port()
-    name = f"bench-api-{port}"
-    env = {**settings.to_env(), "STREAMREC_API_HOST": "127.0.0.1", "STREAMREC_API_PORT": str(port)}
-    base = f"http://127.0.0.1:{port}"
     argv = [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers or settings.api_workers)]
-    pid = process.start_detached(name, argv, settings, env=env)
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        def answering() -> bool:
-            if process.is_running(name, settings) is None:
-                raise BenchSetupError(f"`streamrec serve` exited during start-up:\n{process.log_tail(name, settings)}")
-            return _health(base) is not None
-
-        try:
-            process.wait_until(answering, timeout_s, f"`streamrec serve` on {base} to answer /health", 0.25)
-        except TimeoutError as exc:
-            raise BenchSetupError(f"{exc}\n{process.log_tail(name, settings)}") from exc
+    env = {**settings.to_env(), "STREAMREC_API_HOST": "127.0.0.1", "STREAMREC_API_PORT": str(port)}
+    base = f"http://127.0.0.1:{port}"
+    with service(f"bench-api-{port}", argv, settings, lambda: _health(base) is not None, env=env) as pid:
         yield base, pid
-    finally:
-        process.stop(name, settings, timeout_s=15.0)
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:  # noqa: ARG001
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _served_model(health: dict | None, model) -> dict[str, Any]:
@@ -490,27 +424,6 @@ def check_responses(url: str, bodies: Sequence[str], reference_bodies: Sequence[
 
 # --- server CPU: what the closed loop can reach at best --------------------------------------
 
-def server_cpu_s(pid: int | None) -> float | None:
-    """CPU seconds (user + system) of the server and its worker processes so far; None if unknown."""
-    if pid is None:
-        return None
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return None
-    total = 0.0
-    for proc in processes:
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
 def cpu_bound(before: float | None, after: float | None, level: dict, cores: int | None = None) -> dict[str, Any]:
     """Server CPU per answer at this level, and the floor it sets on closed-loop latency.
 
@@ -532,21 +445,20 @@ def _ratio(numerator: float, denominator: float) -> float:
     return round(numerator / denominator, 2) if denominator and math.isfinite(denominator) else float("nan")
 
 
-def where_we_stand(levels: list[dict], errors: int, targets: Targets = Targets()) -> dict[str, Any]:
+def where_we_stand(levels: list[dict], errors: int) -> dict[str, Any]:
     """The issue's targets next to the measured figures (None where a level was not measured)."""
     by_concurrency = {level["concurrency"]: level for level in levels}
     at_32, at_1 = by_concurrency.get(32), by_concurrency.get(1)
-    rows = {
-        "p99_ms_at_32": (targets.p99_ms_at_32, at_32 and at_32["p99_ms"], lambda v, t: v <= t),
-        "rps_at_32": (targets.rps_at_32, at_32 and at_32["ranked_rps"], lambda v, t: v >= t),
-        "p50_ms_at_1": (targets.p50_ms_at_1, at_1 and at_1["p50_ms"], lambda v, t: v <= t),
-        "errors": (0, errors, lambda v, t: v <= t),
-    }
-    return {name: {"target": target, "measured": value, "met": None if value is None else bool(check(value, target))}
-            for name, (target, value, check) in rows.items()}
+    return targets({"p99_ms_at_32": (TARGETS["p99_ms_at_32"], at_32 and at_32["p99_ms"], lambda v, t: v <= t),
+                    "rps_at_32": (TARGETS["rps_at_32"], at_32 and at_32["ranked_rps"], lambda v, t: v >= t),
+                    "p50_ms_at_1": (TARGETS["p50_ms_at_1"], at_1 and at_1["p50_ms"], lambda v, t: v <= t),
+                    "errors": (0, errors, lambda v, t: v <= t)})
 
 
-def run_serve_bench(settings: Settings, options: ServeBenchOptions) -> dict[str, Any]:
+def run_serve_bench(settings: Settings, duration_s: float = 10.0, concurrency: tuple[int, ...] = (1, 8, 32),
+                    rate: float = 250.0, url: str | None = None, warmup_s: float = 3.0, n_bodies: int = 4000,
+                    sample: int = 200, seed: int = 0, workers: int | None = None) -> dict[str, Any]:
+    """`rate` 0 skips the open loop; `url` None starts `streamrec serve` with `workers` processes here."""
     from streamrec.artifacts import load_current
 
     if shutil.which(WRK) is None:
@@ -556,16 +468,16 @@ def run_serve_bench(settings: Settings, options: ServeBenchOptions) -> dict[str,
     except FileNotFoundError as exc:
         raise BenchSetupError(f"{exc} (data dir {settings.data_dir})") from exc
     max_items = min(settings.max_session_items, MAX_BODY_ITEMS)
-    sessions = sample_sessions(model, options.bodies, seed=options.seed, max_items=max_items)
+    sessions = sample_sessions(model, n_bodies, seed=seed, max_items=max_items)
     tag = uuid.uuid4().hex[:8]
-    bodies, reference_bodies = request_bodies(sessions, options.k, tag)
+    bodies, reference_bodies = request_bodies(sessions, K, tag)
     lengths = np.array([len(items) for items in sessions.items])
     console.print(f"[bold]bodies[/] {len(bodies):,} sessions from {sessions.source}: "
                   f"{lengths.mean():.1f} items on average (median {np.median(lengths):.0f}, max {lengths.max()})")
     notes: list[str] = []
 
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-serve-") as folder, \
-            running_server(settings, options.url, workers=options.workers) as (url, pid):
+            running_server(settings, url, workers=workers) as (base, pid):
         work = Path(folder)
         script = work / "bench.lua"
         script.write_text(WRK_SCRIPT)
@@ -573,51 +485,49 @@ def run_serve_bench(settings: Settings, options: ServeBenchOptions) -> dict[str,
         recommend_file.write_text("\n".join(bodies) + "\n")
         reference_file.write_text("\n".join(reference_bodies) + "\n")
 
-        health = _health(url)
+        health = _health(base)
         served = _served_model(health, model)
         if served["model_version"] != model.version:
             notes.append(f"the server serves model {served['model_version']}, the bodies come from the local "
                          f"model {model.version}; items unknown to the server take cheaper paths")
         if health and health.get("status") != "ok":
             notes.append(f"/health reports {health.get('status')}: {json.dumps(health)[:300]}")
-        console.print(f"[bold]server[/] {url} (pid {pid or 'external'}): model {served['model_version']}, "
+        console.print(f"[bold]server[/] {base} (pid {pid or 'external'}): model {served['model_version']}, "
                       f"{served['catalogue_items']:,} items, scorer {served['scorer']}")
 
-        sample = check_responses(url, bodies[: options.sample], reference_bodies[: max(1, options.sample // 10)],
-                                 options.k)
-        if sample["fallback"] or sample["degraded"] or sample["errors"]:
-            notes.append(f"response check: {sample['fallback']} fallback, {sample['degraded']} degraded, "
-                         f"{sample['errors']} failed of {sample['requests']} sequential requests "
-                         f"(reasons {sample['degraded_reasons']})")
+        check = check_responses(base, bodies[:sample], reference_bodies[:max(1, sample // 10)], K)
+        if check["fallback"] or check["degraded"] or check["errors"]:
+            notes.append(f"response check: {check['fallback']} fallback, {check['degraded']} degraded, "
+                         f"{check['errors']} failed of {check['requests']} sequential requests "
+                         f"(reasons {check['degraded_reasons']})")
 
-        if options.warmup_s > 0:
-            console.print(f"warm-up: {options.warmup_s:g}s at concurrency 8 (not measured)")
-            run_wrk(url, script, recommend_file, 8, options.warmup_s, options.timeout_s)
+        if warmup_s > 0:
+            console.print(f"warm-up: {warmup_s:g}s at concurrency 8 (not measured)")
+            run_wrk(base, script, recommend_file, 8, warmup_s, TIMEOUT_S)
 
         levels: list[dict] = []
         reference_levels: list[dict] = []
-        for concurrency in options.concurrency:
-            console.print(f"concurrency {concurrency}: recommend, then reference, {options.duration_s:g}s each")
+        for concurrency in concurrency:
+            console.print(f"concurrency {concurrency}: recommend, then reference, {duration_s:g}s each")
             for path_file, results in ((recommend_file, levels), (reference_file, reference_levels)):
-                before = server_cpu_s(pid)
-                level = run_wrk(url, script, path_file, concurrency, options.duration_s, options.timeout_s)
-                results.append({**level, **cpu_bound(before, server_cpu_s(pid), level)})
+                before = cpu_seconds(pid)
+                level = run_wrk(base, script, path_file, concurrency, duration_s, TIMEOUT_S)
+                results.append({**level, **cpu_bound(before, cpu_seconds(pid), level)})
 
-        rate: dict[str, Any] | None = None
-        if options.rate > 0:
-            console.print(f"open loop: {options.rate:g} requests/s for {options.duration_s:g}s, then the reference")
-            rate = run_open_loop(url, bodies, options.rate, options.duration_s, options.timeout_s)
-            rate["reference"] = run_open_loop(url, reference_bodies, options.rate, options.duration_s,
-                                              options.timeout_s)
+        open_loop: dict[str, Any] | None = None
+        if rate > 0:
+            console.print(f"open loop: {rate:g} requests/s for {duration_s:g}s, then the reference")
+            open_loop = run_open_loop(base, bodies, rate, duration_s, TIMEOUT_S)
+            open_loop["reference"] = run_open_loop(base, reference_bodies, rate, duration_s, TIMEOUT_S)
 
     ratios = [{"concurrency": level["concurrency"],
                "p50_ratio": _ratio(level["p50_ms"], reference["p50_ms"]),
                "p99_ratio": _ratio(level["p99_ms"], reference["p99_ms"]),
                "rps_ratio": _ratio(level["rps"], reference["rps"])}
               for level, reference in zip(levels, reference_levels)]
-    total_errors = sum(level["errors"] for level in levels) + (rate["errors"] if rate else 0)
-    degraded_under_load = sum(level["degraded"] for level in levels) + (rate["degraded"] if rate else 0)
-    fallback_under_load = sum(level["fallback"] for level in levels) + (rate["fallback"] if rate else 0)
+    total_errors = sum(level["errors"] for level in levels) + (open_loop["errors"] if open_loop else 0)
+    degraded_under_load = sum(level["degraded"] for level in levels) + (open_loop["degraded"] if open_loop else 0)
+    fallback_under_load = sum(level["fallback"] for level in levels) + (open_loop["fallback"] if open_loop else 0)
     if degraded_under_load or fallback_under_load:
         notes.append(f"under load: {degraded_under_load} degraded and {fallback_under_load} fallback answers "
                      "to non-empty sessions (latency budget or online store; see degraded_reasons)")
@@ -626,34 +536,30 @@ def run_serve_bench(settings: Settings, options: ServeBenchOptions) -> dict[str,
         "levels": levels,
         "reference_levels": reference_levels,
         "ratios": ratios,
-        "rate": rate,
+        "rate": open_loop,
         **served,
         "sessions": {"source": sessions.source, "bodies": len(bodies), "mean_items": round(float(lengths.mean()), 2),
-                     "k": options.k},
-        "response_check": sample,
+                     "k": K},
+        "response_check": check,
         "targets": where_we_stand(levels, total_errors),
-        "duration_s": options.duration_s,
-        "warmup_s": options.warmup_s,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
         "client": {"closed_loop": "wrk -t1 (one thread; the server needs the other core)",
                    "open_loop": "aiohttp + uvloop, latency from the scheduled send time"},
-        "server": options.url or "started by the benchmark",
-        "server_workers": None if options.url else options.workers or settings.api_workers,
+        "server": url or "started by the benchmark",
+        "server_workers": None if url else workers or settings.api_workers,
         "notes": notes,
     }
 
 
 def render(result: dict[str, Any]) -> None:
-    with wide_console(TABLE_WIDTH):
-        _render(result)
-
-
-def _render(result: dict[str, Any]) -> None:
     columns = ("concurrency", "rps", "ranked_rps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "non_2xx",
                "degraded", "fallback", "server_cpu_ms_per_request", "mean_ms_floor")
     rows = [{"path": "recommend", **{c: level[c] for c in columns}} for level in result["levels"]]
     rows += [{"path": "reference", **{c: level[c] for c in columns}} for level in result["reference_levels"]]
-    print_table(f"POST /recommend, closed loop (wrk -t1), model {result['model_version']}, "
-                f"{result['catalogue_items']:,} items, scorer {result['scorer']}", rows)
+    with wide_console(130):
+        print_table(f"POST /recommend, closed loop (wrk -t1), model {result['model_version']}, "
+                    f"{result['catalogue_items']:,} items, scorer {result['scorer']}", rows)
     print_table("recommend / reference (empty session → popular)", result["ratios"])
     rate = result["rate"]
     if rate:
@@ -665,16 +571,12 @@ def _render(result: dict[str, Any]) -> None:
     check = result["response_check"]
     if check["server_timings_mean_ms"]:
         print_table("server step timings, sequential sample (mean ms)", [check["server_timings_mean_ms"]])
-    print_table("targets", [{"target": name, "goal": t["target"], "measured": t["measured"],
-                             "met": "n/a" if t["met"] is None else ("yes" if t["met"] else "NO")}
-                            for name, t in result["targets"].items()])
-    for note in result["notes"]:
-        console.print(f"[yellow]note:[/] {note}")
+    print_targets(result)
 
 
 @bench_app.command("serve")
 def serve(
-    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the figures.")] = False,
+    as_json: JsonFlag = False,
     duration: Annotated[float, typer.Option(min=1, help="Seconds per measured run.")] = 10.0,
     concurrency: Annotated[str, typer.Option(help="Closed-loop connection counts, comma-separated.")] = "1,8,32",
     rate: Annotated[float, typer.Option(min=0, help="Offered requests/s of the open-loop run; 0 skips it.")] = 250.0,
@@ -682,7 +584,7 @@ def serve(
     warmup: Annotated[float, typer.Option(min=0, help="Unmeasured seconds of load first.")] = 3.0,
     bodies: Annotated[int, typer.Option(min=10, help="Distinct request bodies in rotation.")] = 4000,
     sample: Annotated[int, typer.Option(min=0, help="Sequential requests parsed and checked first.")] = 200,
-    seed: Annotated[int, typer.Option(help="Seed of the session sample.")] = 0,
+    seed: Seed = 0,
     workers: Annotated[Optional[int], typer.Option(
         min=1, help="Processes of the started server (default STREAMREC_API_WORKERS).")] = None,
 ) -> None:
@@ -693,13 +595,5 @@ def serve(
         raise typer.BadParameter(f"--concurrency {concurrency!r}: expected integers like 1,8,32") from None
     if not levels or min(levels) < 1:
         raise typer.BadParameter("--concurrency needs at least one level, each ≥ 1")
-    options = ServeBenchOptions(duration_s=duration, concurrency=levels, rate=rate, url=url, warmup_s=warmup,
-                                bodies=bodies, sample=sample, seed=seed, workers=workers)
-    try:
-        result = run_serve_bench(get_settings(), options)
-    except BenchSetupError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from None
-    render(result)
-    if as_json:
-        emit_json(result)
+    run_command(lambda: run_serve_bench(get_settings(), duration, levels, rate, url, warmup, bodies, sample, seed,
+                                        workers), render, as_json)
