@@ -53,16 +53,6 @@ EXPIRED_SESSION_FRACTION = 0.05  # sessions older than the view's TTL
 
 
 @dataclass(frozen=True)
-class FeatureBenchOptions:
-    requests: int = 2000
-    items: int = 50
-    warmup: int = 100
-    sessions: int = 1000
-    server: bool = True
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class FeatureRequest:
     session_id: str
     items: list[int]
@@ -139,15 +129,16 @@ def _every(fraction: float, n: int) -> bool:
     return int((n + 1) * fraction) > int(n * fraction)
 
 
-def _plan(settings: Settings, catalogue: list[int], options: FeatureBenchOptions, tag: str):
+def _plan(settings: Settings, catalogue: list[int], tag: str, sessions: int, n_requests: int, warmup: int,
+          per_request: int, seed: int):
     """Session rows to write, and the requests (warm-up first) to read."""
     from streamrec.online_store import Row
 
-    rng = random.Random(options.seed)
+    rng = random.Random(seed)
     now = time.time()
     ttl_s = s.VIEWS[s.SESSION_FEATURES_VIEW].ttl_s
     rows, expired = [], []
-    for i in range(options.sessions):
+    for i in range(sessions):
         is_expired = _every(EXPIRED_SESSION_FRACTION, i)
         event_ts = now - ttl_s - 3600 if is_expired else now - rng.uniform(0, 600)
         recent = rng.sample(catalogue, k=min(len(catalogue), rng.randint(1, settings.recent_items)))
@@ -158,17 +149,17 @@ def _plan(settings: Settings, catalogue: list[int], options: FeatureBenchOptions
     expired_set = set(expired)
     fresh = [row.key for row in rows if row.key not in expired_set] or expired
     requests, item_counter = [], 0
-    for number in range(options.warmup + options.requests):
-        n = number - options.warmup if number >= options.warmup else number  # each phase gets the mix
+    for number in range(warmup + n_requests):
+        n = number - warmup if number >= warmup else number  # each phase gets the mix
         if _every(MISSING_SESSION_FRACTION, n):
             session = f"{tag}-unknown-{number}"
         elif expired and _every(EXPIRED_SESSION_FRACTION / (1 - MISSING_SESSION_FRACTION), n):
             session = rng.choice(expired)
         else:
             session = rng.choice(fresh)
-        unknown = sum(_every(MISSING_ITEM_FRACTION, item_counter + j) for j in range(options.items))
-        item_counter += options.items
-        items = rng.sample(catalogue, k=min(len(catalogue), options.items - unknown))
+        unknown = sum(_every(MISSING_ITEM_FRACTION, item_counter + j) for j in range(per_request))
+        item_counter += per_request
+        items = rng.sample(catalogue, k=min(len(catalogue), per_request - unknown))
         items += [FIRST_UNKNOWN_ITEM + rng.randrange(10**9) for _ in range(unknown)]
         rng.shuffle(items)
         requests.append(FeatureRequest(session, items))
@@ -194,13 +185,12 @@ def running_feast_server(settings: Settings) -> Iterator[str]:
 
 # --- the measurement ----------------------------------------------------------------------------
 
-async def _measure(settings: Settings, options: FeatureBenchOptions, feast_store, catalogue: list[int]):
+async def _measure(settings: Settings, feast_store, catalogue: list[int], plan: tuple, warmup: int, server: bool):
     import httpx
 
     from streamrec.online_store import OnlineStore, ReadRequest
 
-    tag = f"bench-features-{uuid.uuid4().hex[:8]}"
-    session_rows, requests, expired_ids = _plan(settings, catalogue, options, tag)
+    session_rows, requests, expired_ids = plan
     store = OnlineStore.from_url(settings.redis_url)
     running = contextlib.ExitStack()
     http = httpx.AsyncClient(timeout=30.0)
@@ -211,7 +201,7 @@ async def _measure(settings: Settings, options: FeatureBenchOptions, feast_store
     try:
         await _check_materialized(store, catalogue)
         await store.write(s.SESSION_FEATURES_VIEW, session_rows, expire_s=settings.session_ttl_s)
-        server = running.enter_context(running_feast_server(settings)) if options.server else None
+        url = running.enter_context(running_feast_server(settings)) if server else None
 
         # each path returns what its caller would use (decoded values); only that part is timed
         async def project(request: FeatureRequest):
@@ -227,7 +217,7 @@ async def _measure(settings: Settings, options: FeatureBenchOptions, feast_store
             ).to_dict()
 
         async def feast_server(request: FeatureRequest):
-            response = await http.post(f"{server}/get-online-features", json={
+            response = await http.post(f"{url}/get-online-features", json={
                 "features": [*SESSION_FEATURE_REFS, EMBEDDING_REF],
                 "entities": {s.SESSION_KEY: [request.session_id] * len(request.items), s.ITEM_KEY: request.items},
             })
@@ -237,9 +227,9 @@ async def _measure(settings: Settings, options: FeatureBenchOptions, feast_store
         readers = {"project": project, "feast_sdk": sdk, "feast_server": feast_server}
         canonical = {"project": canonical_project, "feast_sdk": canonical_columns,
                      "feast_server": lambda body: canonical_columns(server_columns(body))}
-        paths = [path for path in PATHS if path != "feast_server" or server]
+        paths = [path for path in PATHS if path != "feast_server" or url]
         for number, request in enumerate(requests):
-            measured = number >= options.warmup
+            measured = number >= warmup
             results: dict[str, Canonical] = {}
             shift = number % len(paths)  # rotate the order, so no path always runs first
             for path in paths[shift:] + paths[:shift]:
@@ -270,7 +260,8 @@ async def _measure(settings: Settings, options: FeatureBenchOptions, feast_store
     return timings, mismatches, first_mismatch, counts
 
 
-def run_features_bench(settings: Settings, options: FeatureBenchOptions) -> dict[str, Any]:
+def run_features_bench(settings: Settings, requests: int = 2000, items: int = 50, warmup: int = 100,
+                       sessions: int = 1000, server: bool = True, seed: int = 0) -> dict[str, Any]:
     """The figures of one run (latencies in ms, speedups of p50 and p99, mismatch counts)."""
     from infra.redis_server import answers as redis_answers
 
@@ -279,9 +270,11 @@ def run_features_bench(settings: Settings, options: FeatureBenchOptions) -> dict
                               "(then `streamrec train` if no model is trained yet)")
     catalogue = _catalogue(settings)
     feast_store = _feature_store(settings)
-    timings, mismatches, first_mismatch, counts = asyncio.run(_measure(settings, options, feast_store, catalogue))
+    plan = _plan(settings, catalogue, f"bench-features-{uuid.uuid4().hex[:8]}", sessions, requests, warmup, items, seed)
+    timings, mismatches, first_mismatch, counts = asyncio.run(
+        _measure(settings, feast_store, catalogue, plan, warmup, server))
 
-    result: dict[str, Any] = {"requests": options.requests, "items_per_request": options.items}
+    result: dict[str, Any] = {"requests": requests, "items_per_request": items}
     for path in PATHS:
         summary = latency_summary(timings[path]) if timings[path] else {}
         for key, value in summary.items():  # p50_ms → <path>_ms_p50
@@ -295,7 +288,7 @@ def run_features_bench(settings: Settings, options: FeatureBenchOptions) -> dict
             result[f"speedup_vs_{name}{suffix}"] = (round(theirs / ours, 2) if ours and theirs else None)  # type: ignore[operator]
     result["mismatches"] = sum(mismatches.values())
     result["mismatches_sdk"] = mismatches["feast_sdk"]
-    result["mismatches_server"] = mismatches["feast_server"] if options.server else None
+    result["mismatches_server"] = mismatches["feast_server"] if server else None
     result["first_mismatch"] = first_mismatch
     result.update(counts)
     return result
@@ -327,6 +320,5 @@ def features(
     seed: Seed = 0,
 ) -> None:
     """Online feature read of one request (session features + item embeddings): streamrec vs Feast SDK vs `feast serve`."""
-    options = FeatureBenchOptions(requests=requests, items=items, warmup=warmup, sessions=sessions,
-                                  server=server, seed=seed)
-    run_command(lambda: run_features_bench(get_settings(), options), render, as_json)
+    run_command(lambda: run_features_bench(get_settings(), requests, items, warmup, sessions, server, seed), render,
+                as_json)
