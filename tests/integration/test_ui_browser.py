@@ -199,7 +199,8 @@ def test_with_an_api_key_the_page_asks_for_it_and_then_works(live_settings, work
     browser.find_element(By.ID, "tab-shop").click()
     browser.find_elements(By.CSS_SELECTOR, "#grid .card")[0].click()  # refused: no key yet
     wait(browser, "the key form", lambda d: "hidden" not in d.find_element(By.ID, "key-form").get_attribute("class"))
-    assert "401" in browser.find_element(By.ID, "error").text
+    # the form opens first, the refused click's error is written when its promise settles
+    wait(browser, "the click's 401", lambda d: "401" in d.find_element(By.ID, "error").text)
     assert browser.find_elements(By.CSS_SELECTOR, "#clicks .chip") == []
 
     browser.find_element(By.ID, "key-input").send_keys(KEY)
