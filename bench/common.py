@@ -16,7 +16,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -32,6 +32,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="End with one JSON line o
 Seed = Annotated[int, typer.Option(help="Seed of the random choices (traffic, bodies, queries).")]
 READ_CHUNK = 1_000  # session keys per online-store request
 SETTLE_S = 15.0  # give up on an unseen event after this long without any progress
+TABLE_WIDTH = 150  # tables may be this wide: pipes and logs default to 80 columns, too narrow to read
 
 
 class BenchSetupError(RuntimeError):
@@ -40,11 +41,11 @@ class BenchSetupError(RuntimeError):
 
 # --- output -------------------------------------------------------------------------------------
 
-def latency_summary(seconds: Sequence[float], prefix: str = "") -> dict[str, float]:
+def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     """p50/p95/p99/max in milliseconds (rounded to µs) of per-operation durations in seconds."""
     values = np.asarray(seconds, dtype=np.float64) * 1000.0
     figures = np.percentile(values, [50, 95, 99, 100]) if len(values) else [math.nan] * 4
-    return {f"{prefix}{q}_ms": round(float(v), 3) for q, v in zip(("p50", "p95", "p99", "max"), figures)}
+    return {f"{q}_ms": round(float(v), 3) for q, v in zip(("p50", "p95", "p99", "max"), figures)}
 
 
 def print_table(title: str, rows: Sequence[dict[str, object]]) -> None:
@@ -57,30 +58,15 @@ def print_table(title: str, rows: Sequence[dict[str, object]]) -> None:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
+    saved, console.width = console.width, max(console.width, TABLE_WIDTH)
     console.print(table)
+    console.width = saved
 
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
     return "" if value is None else str(value)
-
-
-@contextmanager
-def wide_console(width: int) -> Iterator[None]:
-    """Tables at least `width` columns wide: pipes and logs default to 80, too narrow to read."""
-    saved = console.width
-    console.width = max(saved, width)
-    try:
-        yield
-    finally:
-        console.width = saved
-
-
-def emit_json(result: dict[str, object]) -> None:
-    """The benchmark's result as one JSON object on the last line of stdout."""
-    sys.stdout.write(json.dumps(result, default=float) + "\n")
-    sys.stdout.flush()
 
 
 def targets(rows: dict[str, tuple[float, float | None, Callable[[float, float], bool]]]) -> dict[str, Any]:
@@ -99,16 +85,23 @@ def print_targets(result: dict[str, Any]) -> None:
 
 def run_command(measure: Callable[[], dict[str, Any]], render: Callable[[dict[str, Any]], None],
                 as_json: bool) -> None:
-    """A benchmark run the CLI way: SIGTERM cleans up like Ctrl-C; a setup problem is one line and exit 1."""
+    """A benchmark run the CLI way: SIGTERM raises KeyboardInterrupt, so the `finally` blocks stop what the
+    run started; a setup problem is one line and exit 1; `--json` prints the result as the last line."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        with sigterm_as_interrupt():
-            result = measure()
+        result = measure()
     except BenchSetupError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     render(result)
     if as_json:
-        emit_json(result)
+        sys.stdout.write(json.dumps(result, default=float) + "\n")
+        sys.stdout.flush()
 
 
 def plain(value: object) -> object:
@@ -122,17 +115,17 @@ def plain(value: object) -> object:
 
 # --- processes ----------------------------------------------------------------------------------
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, so the `finally` blocks stop what the run started."""
-    def interrupt(signum: int, frame: object) -> None:  # noqa: ARG001
-        raise KeyboardInterrupt(f"signal {signum}")
+def require_stack(settings: Settings, kafka: bool = False) -> None:
+    """Redis (and Kafka) must answer; otherwise say how to start them."""
+    from infra import kafka as broker
+    from infra import redis_server
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    if not redis_server.answers(settings.redis_url):
+        raise BenchSetupError(f"Redis does not answer at {settings.redis_url}: start the stack (`streamrec up`) "
+                              "or point STREAMREC_REDIS_URL at a running Redis")
+    if kafka and not broker.broker_answers(settings.kafka_bootstrap):
+        raise BenchSetupError(f"Kafka does not answer at {settings.kafka_bootstrap}: start the stack "
+                              "(`streamrec up`) or point STREAMREC_KAFKA_BOOTSTRAP at a running broker")
 
 
 def start_service(name: str, argv: Sequence[str], settings: Settings, ready: Callable[[], bool],
@@ -185,10 +178,8 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
     total = 0.0
     for proc in processes:
-        try:
+        with suppress(psutil.NoSuchProcess):
             total += sum(proc.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            continue
     return total if processes else None
 
 

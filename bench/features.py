@@ -1,20 +1,11 @@
 """`streamrec bench features`: one request's online feature read, streamrec's path versus Feast's.
 
-A request reads what `Recommender` reads from the online store: the session's streaming features
-and the embeddings of up to `--items` items. The same keys are read three ways, one request at a
-time and interleaved, so the three paths see the same Redis, cache and machine noise:
-
-- **project**: `OnlineStore.read_many` — both views in one Redis pipeline, decoded by
-  `streamrec.feast_codec` (what the API does);
-- **feast_sdk**: `FeatureStore.get_online_features(...).to_dict()` — one call with both views
-  (entity rows carry `session_id` and `item_id`; Feast dedups the session), Feast's best case;
-- **feast_server**: `feast serve` started here on a free loopback port, `POST /get-online-features`
-  with the same entities through an async httpx client, JSON decoded.
-
-The keys exercise present, missing and expired values: ~10% of item ids are not in the catalogue,
-~10% of session ids were never written, ~5% of sessions are older than the view's TTL. Every
-request's decoded values are compared across the three paths (`mismatches` counts requests where
-any path differs). Sessions written by the benchmark are deleted at the end.
+A request reads what `Recommender` reads: the session's streaming features and up to `--items`
+item embeddings. The same keys are read, interleaved, by `OnlineStore.read_many` (one pipeline,
+`streamrec.feast_codec`: the API's path), by Feast's SDK (`get_online_features`, its best case) and
+by `feast serve` over HTTP, so all three see the same Redis and noise. Keys mix present, missing
+(~10% of items and sessions) and expired (~5% of sessions) values, and every request's decoded
+values are compared across the paths (`mismatches`). The benchmark's sessions are deleted after.
 """
 
 from __future__ import annotations
@@ -37,7 +28,7 @@ import typer
 
 from bench.cli import bench_app
 from bench.common import (BenchSetupError, JsonFlag, Seed, answers, console, latency_summary, plain, print_table,
-                          run_command, service)
+                          require_stack, run_command, service)
 from streamrec import feature_schema as s
 from streamrec.settings import Settings, get_settings
 
@@ -263,11 +254,7 @@ async def _measure(settings: Settings, feast_store, catalogue: list[int], plan: 
 def run_features_bench(settings: Settings, requests: int = 2000, items: int = 50, warmup: int = 100,
                        sessions: int = 1000, server: bool = True, seed: int = 0) -> dict[str, Any]:
     """The figures of one run (latencies in ms, speedups of p50 and p99, mismatch counts)."""
-    from infra.redis_server import answers as redis_answers
-
-    if not redis_answers(settings.redis_url):
-        raise BenchSetupError(f"no Redis answers at {settings.redis_url}: run `streamrec up` "
-                              "(then `streamrec train` if no model is trained yet)")
+    require_stack(settings)
     catalogue = _catalogue(settings)
     feast_store = _feature_store(settings)
     plan = _plan(settings, catalogue, f"bench-features-{uuid.uuid4().hex[:8]}", sessions, requests, warmup, items, seed)

@@ -1,43 +1,20 @@
 """`streamrec bench retrieval`: FAISS index types on trained and synthetic catalogues, against exact search.
 
-For each catalogue — the trained item embeddings of a model version, and a synthetic catalogue of
-`--items` vectors — every index type is built and tuned, then asked for the top 100 of session
-queries one at a time (batch size 1, one OpenMP thread, through `CandidateIndex.search`: the
-product's request path), each timed with `time.perf_counter`:
+Each index type (flat = exact, the reference; HNSW and IVFFlat as `candidates.index.build_index`
+builds and tunes them; IVF with 8-bit scalar quantisation) answers the top 100 of session queries
+one at a time through `CandidateIndex.search`, the product's request path. Search parameters are
+tuned by the product's own procedure, never on the measured queries (`params.session_tuned`: what
+tuning on held-out session queries would pick). Recall@100 counts ties with the 100th exact score
+as hits; memory is the serialised index. Queries are sessions: popularity-started walks over
+related items (co-visited ones for a trained model), embedded as `/recommend` does.
 
-- **flat** — exact inner-product search: the reference; `speedup_vs_flat` = flat p50 / p50;
-- **hnsw** — `candidates.index.build_index` forced to HNSW (M=32, efConstruction=120);
-- **ivf** — `build_index` forced to IVFFlat (nlist ≈ 4·√n);
-- **ivf_sq8** — the same IVF with 8-bit scalar-quantised vectors (¼ of the memory).
-
-The row marked `product_choice` is what `build_index` picks at that size. Search parameters
-(efSearch, nprobe) are tuned by the product's own procedure — the smallest value reaching recall
-0.95 on its tuning queries (single items and mixes of random items) — never on the measured
-queries. As a diagnostic, `params.session_tuned` is the value tuning on a separate held-out set of
-*session* queries would pick. `build_s` is everything training does to get a tuned, servable index
-(train, add, tune). Recall@100 is against exact search (batch `IndexFlatIP`) on the measured
-queries; a found item counts if its exact score reaches the 100th exact score, so ties between
-equal-scored items are not held against an index. Memory is the serialised index
-(`faiss.serialize_index`, vectors + structure + ids) and the growth of the process RSS by the build.
-
-**Why the synthetic catalogue is a Gaussian mixture and not isotropic noise.** Trained item
-embeddings are clustered: items of one topic sit close together, topics differ in size, and a few
-directions carry more variance than others. Isotropic Gaussian vectors have none of this — every
-item is about equally far from every other, which makes approximate search unrealistically hard
-(IVF needs nprobe 362 of 512 lists for recall 0.95 on 30k isotropic vectors, 11 of 1024 on the
-43k trained diginetica embeddings) and gives no clue how a real catalogue behaves. The generator draws topics, clusters of items
-within topics (log-normal cluster sizes), and items around their cluster centre, in a space with a
-mildly decaying variance spectrum, all L2-normalised. Its defaults were calibrated on the 43k-item
-diginetica BPR embeddings (64 dims): top principal component 5.4% of variance (5.5% trained),
-mean cosine to the 10th / 100th nearest neighbour 0.870 / 0.705 (0.869 / 0.723), spread of
-random-pair cosines 0.150 (0.154); HNSW (M=32) reaches recall@100 0.941 / 0.963 at efSearch
-128 / 192 on both. Item popularity is Zipf-like, as clicks are.
-
-**Queries are sessions.** A session starts at an item drawn by popularity and walks on: with
-probability `stay` to a related item (same cluster for the synthetic catalogue, a co-visited item
-weighted by co-visitation for a trained model), otherwise to another popular item; lengths are
-geometric. The query is `candidates.features.session_embedding` of the walk (recency-weighted, the
-serving decay), exactly what `/recommend` searches with.
+The synthetic catalogue is a Gaussian mixture (topics → log-normal clusters → items, a mildly
+decaying spectrum), not isotropic noise, on which every item is about equally far from every other
+and approximate search is unrealistically hard (IVF needs nprobe 362/512 for recall 0.95 on 30k
+isotropic vectors, 11/1024 on the 43k trained diginetica embeddings). Its defaults match those BPR
+embeddings (64 dims): top principal component 5.4% of variance (5.5%), mean cosine to the 10th /
+100th neighbour 0.870 / 0.705 (0.869 / 0.723), random-pair cosine spread 0.150 (0.154), HNSW
+recall@100 0.941 / 0.963 at efSearch 128 / 192 on both. Popularity is Zipf-like, as clicks are.
 """
 
 from __future__ import annotations
@@ -45,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,38 +31,21 @@ import numpy as np
 import typer
 
 from bench.cli import bench_app
-from bench.common import JsonFlag, Seed, console, latency_summary, print_table, run_command, wide_console
+from bench.common import JsonFlag, Seed, console, latency_summary, print_table, run_command
 from streamrec.settings import Settings, get_settings
 
 RECALL_K = 100  # the JSON key says recall_at_100
 INDEX_TYPES = ("flat", "hnsw", "ivf", "ivf_sq8")
 DEFAULT_INDEX_TYPES = "flat,hnsw,ivf,ivf_sq8"
-TABLE_WIDTH = 120
 
 
-@dataclass(frozen=True)
-class Targets:
-    """The issue's targets for retrieval at 1M items."""
-
-    build_s: float = 300.0
-    p99_ms: float = 5.0
-    recall: float = 0.95
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """A clustered catalogue like trained embeddings (defaults calibrated on diginetica, see module doc)."""
-
-    items: int = 1_000_000
-    dim: int = 64
-    items_per_cluster: int = 100
-    items_per_topic: int = 2000
-    spectrum_decay: float = 0.3  # variance of component j ∝ (1 + j) ** -decay
-    topic_spread: float = 2.0  # cluster centre = topic + topic_spread · noise
-    item_spread: float = 0.45  # item = cluster centre + item_spread · noise
-    cluster_size_sigma: float = 1.0  # log-normal spread of cluster sizes
-    popularity_exponent: float = 0.6  # Zipf exponent of item clicks
-    seed: int = 0
+TARGETS = {"build_s": 300.0, "p99_ms": 5.0, "recall": 0.95}  # the issue's, at 1M items
+# the synthetic catalogue's shape, calibrated on diginetica (see above)
+SPECTRUM_DECAY = 0.3  # variance of component j ∝ (1 + j) ** -decay
+TOPIC_SPREAD = 2.0  # cluster centre = topic + TOPIC_SPREAD · noise
+ITEM_SPREAD = 0.45  # item = cluster centre + ITEM_SPREAD · noise
+CLUSTER_SIZE_SIGMA = 1.0  # log-normal spread of cluster sizes
+POPULARITY_EXPONENT = 0.6  # Zipf exponent of item clicks
 
 
 @dataclass(frozen=True)
@@ -143,26 +103,27 @@ def _csr_by_label(labels: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarr
     return indptr, rows
 
 
-def synthetic_catalogue(spec: SyntheticSpec) -> Catalogue:
-    """Topics → clusters → items in a space with a decaying spectrum; deterministic for `spec.seed`."""
-    rng = np.random.default_rng(spec.seed)
-    variance = (1.0 + np.arange(spec.dim)) ** -spec.spectrum_decay
+def synthetic_catalogue(items: int, dim: int = 64, seed: int = 0, items_per_cluster: int = 100,
+                        items_per_topic: int = 2000) -> Catalogue:
+    """Topics → clusters → items in a space with a decaying spectrum; deterministic for `seed`."""
+    rng = np.random.default_rng(seed)
+    variance = (1.0 + np.arange(dim)) ** -SPECTRUM_DECAY
     scale = np.sqrt(variance / variance.sum()).astype(np.float32)  # noise rows have norm ≈ 1
 
     def noise(rows: int) -> np.ndarray:
-        return rng.standard_normal((rows, spec.dim), dtype=np.float32) * scale
+        return rng.standard_normal((rows, dim), dtype=np.float32) * scale
 
-    n_topics = max(1, spec.items // spec.items_per_topic)
-    n_clusters = max(1, spec.items // spec.items_per_cluster)
+    n_topics = max(1, items // items_per_topic)
+    n_clusters = max(1, items // items_per_cluster)
     topics = _unit_rows(noise(n_topics))
-    centres = _unit_rows(topics[rng.integers(0, n_topics, n_clusters)] + spec.topic_spread * noise(n_clusters))
-    sizes = rng.lognormal(0.0, spec.cluster_size_sigma, n_clusters)
-    labels = rng.choice(n_clusters, spec.items, p=sizes / sizes.sum())
-    vectors = np.empty((spec.items, spec.dim), dtype=np.float32)
-    for start in range(0, spec.items, 100_000):  # in chunks: no second full-size temporary
-        part = slice(start, min(start + 100_000, spec.items))
-        vectors[part] = _unit_rows(centres[labels[part]] + spec.item_spread * noise(part.stop - part.start))
-    clicks = rng.permutation((1.0 + np.arange(spec.items)) ** -spec.popularity_exponent)
+    centres = _unit_rows(topics[rng.integers(0, n_topics, n_clusters)] + TOPIC_SPREAD * noise(n_clusters))
+    sizes = rng.lognormal(0.0, CLUSTER_SIZE_SIGMA, n_clusters)
+    labels = rng.choice(n_clusters, items, p=sizes / sizes.sum())
+    vectors = np.empty((items, dim), dtype=np.float32)
+    for start in range(0, items, 100_000):  # in chunks: no second full-size temporary
+        part = slice(start, min(start + 100_000, items))
+        vectors[part] = _unit_rows(centres[labels[part]] + ITEM_SPREAD * noise(part.stop - part.start))
+    clicks = rng.permutation((1.0 + np.arange(items)) ** -POPULARITY_EXPONENT)
     indptr, rows = _csr_by_label(labels, n_clusters)
     return Catalogue(name="synthetic", vectors=vectors, popularity=clicks / clicks.sum(),
                      group_of=labels.astype(np.int64), related_indptr=indptr, related_rows=rows)
@@ -179,11 +140,11 @@ def resolve_model(path: Path | None, settings: Settings) -> Path | None:
     return folder / version if version and (folder / version / META).exists() else None
 
 
-def trained_catalogue(model_path: Path) -> Catalogue:
-    """The model's item embeddings; sessions walk its co-visitation graph."""
+def trained_catalogue(model: Any) -> Catalogue:
+    """A model's item embeddings (its `ModelArtifacts` or folder); sessions walk its co-visitation graph."""
     from streamrec.artifacts import ModelArtifacts
 
-    model = ModelArtifacts.load(model_path)
+    model = model if isinstance(model, ModelArtifacts) else ModelArtifacts.load(model)
     order = np.argsort(model.item_ids)
     neighbours = model.covisit.neighbours.astype(np.int64)
     position = np.clip(np.searchsorted(model.item_ids[order], neighbours), 0, len(order) - 1)
@@ -199,19 +160,25 @@ def trained_catalogue(model_path: Path) -> Catalogue:
 
 # --- queries and exact truth --------------------------------------------------------------------
 
-def session_queries(catalogue: Catalogue, n: int, spec: SessionSpec, seed: int) -> np.ndarray:
-    """`n` session embeddings of popularity-started walks over related items (see module doc)."""
-    from candidates.features import session_embedding
-
-    rng = np.random.default_rng(seed)
+def session_walks(catalogue: Catalogue, n: int, spec: SessionSpec, rng: np.random.Generator) -> Iterator[list[int]]:
+    """`n` sessions (catalogue rows): start by popularity, then with probability `spec.stay` a related
+    item, else another popular one; geometric lengths."""
     lengths = np.minimum(rng.geometric(1.0 / spec.mean_length, n), spec.max_length)
     popular = iter(rng.choice(catalogue.items, int(lengths.sum()), p=catalogue.popularity))
-    queries = np.empty((n, catalogue.dim), dtype=np.float32)
-    for q, length in enumerate(lengths):
+    for length in lengths:
         walk = [int(next(popular))]
         for _ in range(length - 1):
             step = catalogue.related(walk[-1], rng) if rng.random() < spec.stay else None
             walk.append(step if step is not None and step >= 0 else int(next(popular)))
+        yield walk
+
+
+def session_queries(catalogue: Catalogue, n: int, spec: SessionSpec, seed: int) -> np.ndarray:
+    """`n` session embeddings (recency-weighted, as `/recommend` searches) of `session_walks`."""
+    from candidates.features import session_embedding
+
+    queries = np.empty((n, catalogue.dim), dtype=np.float32)
+    for q, walk in enumerate(session_walks(catalogue, n, spec, np.random.default_rng(seed))):
         embedding = session_embedding(catalogue.vectors[walk], spec.decay)
         queries[q] = embedding if embedding is not None else catalogue.vectors[walk[-1]]
     return queries
@@ -249,60 +216,26 @@ def recall_at_k(vectors: np.ndarray, queries: np.ndarray, found: list[np.ndarray
     return hits / (k * len(queries))
 
 
-# --- index builders ------------------------------------------------------------------------------
+# --- index builders and measurement ---------------------------------------------------------------
 
-@dataclass
-class BuiltIndex:
-    index: Any  # faiss.Index, id-mapped to catalogue rows
-    info: dict[str, Any]  # parameters and the tuning's own measurements
-
-
-Builder = Callable[[np.ndarray, float], BuiltIndex]
-
-
-def build_flat(vectors: np.ndarray, target: float) -> BuiltIndex:
+def build(kind: str, vectors: np.ndarray, target: float) -> tuple[Any, dict[str, Any]]:
+    """(index over catalogue rows, its parameters and tuning): flat; HNSW and IVFFlat by the product's
+    `build_index` (its parameters, its tuning); IVF on 8-bit scalar-quantised vectors, tuned the same way."""
     import faiss
 
-    index = faiss.IndexIDMap(faiss.IndexFlatIP(vectors.shape[1]))
-    index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
-    return BuiltIndex(index, {"type": "flat"})
-
-
-def _product(vectors: np.ndarray, target: float, *, exact_max_items: int, ivf_min_items: int) -> BuiltIndex:
-    from candidates.index import build_index
-
-    index, info = build_index(vectors, np.arange(len(vectors), dtype=np.int64), target_recall=target,
-                              k=RECALL_K, exact_max_items=exact_max_items, ivf_min_items=ivf_min_items)
-    return BuiltIndex(index, info)
-
-
-def build_hnsw(vectors: np.ndarray, target: float) -> BuiltIndex:
-    """The product's builder forced to HNSW (its parameters, its efSearch tuning)."""
-    return _product(vectors, target, exact_max_items=0, ivf_min_items=len(vectors) + 1)
-
-
-def build_ivf(vectors: np.ndarray, target: float) -> BuiltIndex:
-    """The product's builder forced to IVFFlat (its nlist, its nprobe tuning)."""
-    return _product(vectors, target, exact_max_items=0, ivf_min_items=0)
-
-
-def build_ivf_sq8(vectors: np.ndarray, target: float) -> BuiltIndex:
-    """IVF with 8-bit scalar-quantised vectors, built and tuned exactly as the product tunes IVFFlat."""
-    import faiss
-
-    from candidates.index import ivf_lists, new_ivf, recall_queries, tune_search
+    from candidates.index import build_index, ivf_lists, new_ivf, recall_queries, tune_search
 
     rows = np.arange(len(vectors), dtype=np.int64)
+    if kind == "flat":
+        index = faiss.IndexIDMap(faiss.IndexFlatIP(vectors.shape[1]))
+        index.add_with_ids(vectors, rows)
+        return index, {"type": "flat"}
+    if kind in ("hnsw", "ivf"):
+        return build_index(vectors, rows, target_recall=target, k=RECALL_K, exact_max_items=0,
+                           ivf_min_items=0 if kind == "ivf" else len(vectors) + 1)
     index = new_ivf(vectors, rows, ivf_lists(len(vectors)), codec="SQ8")
-    queries = recall_queries(vectors)
-    k = min(RECALL_K, len(vectors))
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
-    _, truth = exact.search(queries, k)
-    return BuiltIndex(index, {**tune_search(index, queries, truth, k, target), "codec": "SQ8"})
-
-
-BUILDERS: dict[str, Builder] = {"flat": build_flat, "hnsw": build_hnsw, "ivf": build_ivf, "ivf_sq8": build_ivf_sq8}
+    queries, k = recall_queries(vectors), min(RECALL_K, len(vectors))
+    return index, {**tune_search(index, queries, exact_truth(vectors, queries, k).rows, k, target), "codec": "SQ8"}
 
 
 def product_choice(items: int) -> str:
@@ -312,27 +245,17 @@ def product_choice(items: int) -> str:
     return "flat" if items < EXACT_MAX_ITEMS else "ivf" if items >= IVF_MIN_ITEMS else "hnsw"
 
 
-def session_tuned(built: BuiltIndex, tuning: np.ndarray, truth: Truth, target: float) -> dict[str, Any] | None:
+def session_tuned(index: Any, info: dict[str, Any], tuning: np.ndarray, truth: Truth,
+                  target: float) -> dict[str, Any] | None:
     """The parameter that tuning on held-out *session* queries would pick; the product's is re-applied after."""
     from candidates.index import set_ef_search, set_nprobe, tune_search
 
-    if built.info.get("type") not in ("hnsw", "ivf"):
+    if info.get("type") not in ("hnsw", "ivf"):
         return None
-    tuned = tune_search(built.index, tuning, truth.rows, truth.rows.shape[1], target)
-    if tuned["type"] == "hnsw":
-        set_ef_search(built.index, built.info["ef_search"])
-        return {"ef_search": tuned["ef_search"], "recall_at_k": tuned["recall_at_k"]}
-    set_nprobe(built.index, built.info["nprobe"])
-    return {"nprobe": tuned["nprobe"], "recall_at_k": tuned["recall_at_k"]}
-
-
-# --- measurement ---------------------------------------------------------------------------------
-
-def rss_bytes() -> int:
-    """Resident set size of this process."""
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
+    tuned = tune_search(index, tuning, truth.rows, truth.rows.shape[1], target)
+    name, restore = ("ef_search", set_ef_search) if tuned["type"] == "hnsw" else ("nprobe", set_nprobe)
+    restore(index, info[name])
+    return {name: tuned[name], "recall_at_k": tuned["recall_at_k"]}
 
 
 @contextlib.contextmanager
@@ -360,48 +283,39 @@ def timed_searches(index: Any, queries: np.ndarray, k: int, warmup: np.ndarray) 
     return seconds, found
 
 
-@dataclass(frozen=True)
-class RetrievalOptions:
-    items: int = 1_000_000
-    queries: int = 2000
-    tuning_queries: int = 1000
-    warmup: int = 50
-    index_types: tuple[str, ...] = INDEX_TYPES
-    seed: int = 0
-
-
 def measure_index(kind: str, catalogue: Catalogue, queries: np.ndarray, tuning: np.ndarray, truth: Truth,
-                  tuning_truth: Truth, options: RetrievalOptions, targets: Targets) -> dict[str, Any]:
+                  tuning_truth: Truth, warmup: int) -> dict[str, Any]:
     """Build (timed, as many threads as training uses), then per-query latency and recall of one index type."""
     import faiss
+    import psutil
 
     from candidates.index import BUILD_THREADS
 
     faiss.omp_set_num_threads(BUILD_THREADS)
-    rss_before = rss_bytes()
+    rss_before = psutil.Process().memory_info().rss
     started = time.perf_counter()
     with step(f"{catalogue.name} {kind}: build + tune ({catalogue.items:,} items)"):
-        built = BUILDERS[kind](catalogue.vectors, targets.recall)
+        index, info = build(kind, catalogue.vectors, TARGETS["recall"])
     build_s = time.perf_counter() - started
-    rss_after = rss_bytes()
-    built.info["session_tuned"] = session_tuned(built, tuning, tuning_truth, targets.recall)
-    memory_bytes = int(faiss.serialize_index(built.index).nbytes)
+    rss_growth = psutil.Process().memory_info().rss - rss_before
+    info["session_tuned"] = session_tuned(index, info, tuning, tuning_truth, TARGETS["recall"])
+    memory_bytes = int(faiss.serialize_index(index).nbytes)
     with step(f"{catalogue.name} {kind}: {len(queries):,} single queries"):
-        seconds, found = timed_searches(built.index, queries, truth.rows.shape[1], tuning[:options.warmup])
+        seconds, found = timed_searches(index, queries, truth.rows.shape[1], tuning[:warmup])
     faiss.omp_set_num_threads(BUILD_THREADS)
     return {
         "catalogue": catalogue.name, "items": catalogue.items, "dim": catalogue.dim, "index": kind,
         "build_s": round(build_s, 2), "memory_bytes": memory_bytes, "memory_mb": round(memory_bytes / 2**20, 3),
-        "rss_growth_mb": round((rss_after - rss_before) / 2**20, 1),
+        "rss_growth_mb": round(rss_growth / 2**20, 1),
         **latency_summary(seconds),
         "recall_at_100": round(recall_at_k(catalogue.vectors, queries, found, truth), 4),
         "product_choice": kind == product_choice(catalogue.items),
-        "params": built.info,
+        "params": info,
     }
 
 
-def bench_catalogue(catalogue: Catalogue, options: RetrievalOptions, sessions: SessionSpec,
-                    targets: Targets) -> list[dict[str, Any]]:
+def bench_catalogue(catalogue: Catalogue, sessions: SessionSpec, queries: int, tuning_queries: int,
+                    index_types: tuple[str, ...], warmup: int, seed: int) -> list[dict[str, Any]]:
     """Every index type on one catalogue, the flat (exact) one first as the reference."""
     import faiss
 
@@ -409,27 +323,26 @@ def bench_catalogue(catalogue: Catalogue, options: RetrievalOptions, sessions: S
 
     faiss.omp_set_num_threads(BUILD_THREADS)
     k = min(RECALL_K, catalogue.items)
-    with step(f"{catalogue.name}: {options.queries:,} + {options.tuning_queries:,} session queries, exact top-{k}"):
-        queries = session_queries(catalogue, options.queries, sessions, seed=options.seed + 1)
-        tuning = session_queries(catalogue, options.tuning_queries, sessions, seed=options.seed + 2)
-        truth = exact_truth(catalogue.vectors, queries, k)
-        tuning_truth = exact_truth(catalogue.vectors, tuning, k)
-    kinds = ["flat"] + [kind for kind in options.index_types if kind != "flat"]
-    rows = [measure_index(kind, catalogue, queries, tuning, truth, tuning_truth, options, targets) for kind in kinds]
-    reference_p50 = rows[0]["p50_ms"]
+    with step(f"{catalogue.name}: {queries:,} + {tuning_queries:,} session queries, exact top-{k}"):
+        measured = session_queries(catalogue, queries, sessions, seed=seed + 1)
+        tuning = session_queries(catalogue, tuning_queries, sessions, seed=seed + 2)
+        truth, tuning_truth = exact_truth(catalogue.vectors, measured, k), exact_truth(catalogue.vectors, tuning, k)
+    rows = [measure_index(kind, catalogue, measured, tuning, truth, tuning_truth, warmup)
+            for kind in ["flat"] + [kind for kind in index_types if kind != "flat"]]
     for row in rows:
-        row["speedup_vs_flat"] = round(reference_p50 / row["p50_ms"], 2) if row["p50_ms"] else None
-        row["meets_targets"] = bool(row["build_s"] <= targets.build_s and row["p99_ms"] <= targets.p99_ms
-                                    and row["recall_at_100"] >= targets.recall)
+        row["speedup_vs_flat"] = round(rows[0]["p50_ms"] / row["p50_ms"], 2) if row["p50_ms"] else None
+        row["meets_targets"] = bool(row["build_s"] <= TARGETS["build_s"] and row["p99_ms"] <= TARGETS["p99_ms"]
+                                    and row["recall_at_100"] >= TARGETS["recall"])
     return rows
 
 
-def run_retrieval_bench(settings: Settings, options: RetrievalOptions, model: Path | None = None,
-                        targets: Targets = Targets(), sessions: SessionSpec | None = None) -> dict[str, Any]:
+def run_retrieval_bench(settings: Settings, items: int = 1_000_000, queries: int = 2000, tuning_queries: int = 1000,
+                        index_types: tuple[str, ...] = INDEX_TYPES, seed: int = 0, model: Path | None = None,
+                        warmup: int = 50) -> dict[str, Any]:
     """All catalogues: the trained model's (if any) and the synthetic one at the model's dimension."""
     from candidates.index import BUILD_THREADS
 
-    sessions = sessions or SessionSpec(decay=settings.recency_decay, max_length=settings.recent_items)
+    sessions = SessionSpec(decay=settings.recency_decay, max_length=settings.recent_items)
     load_before = os.getloadavg()[0]  # other work on the machine inflates latency and build times
     notes: list[str] = []
     catalogues: list[Catalogue] = []
@@ -439,19 +352,18 @@ def run_retrieval_bench(settings: Settings, options: RetrievalOptions, model: Pa
                      "(run `streamrec train`, or pass --model)")
     else:
         catalogues.append(trained_catalogue(model_path))
-    dim = catalogues[0].dim if catalogues else SyntheticSpec.dim
-    rows: list[dict[str, Any]] = []
-    for catalogue in catalogues:
-        rows += bench_catalogue(catalogue, options, sessions, targets)
-    if options.items > 0:
-        with step(f"synthetic catalogue: {options.items:,} × {dim}"):
-            synthetic = synthetic_catalogue(SyntheticSpec(items=options.items, dim=dim, seed=options.seed))
-        rows += bench_catalogue(synthetic, options, sessions, targets)
-    return {"benchmark": "retrieval", "k": RECALL_K, "queries": options.queries,
-            "tuning_queries": options.tuning_queries, "batch_size": 1, "search_threads": 1,
-            "build_threads": BUILD_THREADS, "targets": asdict(targets), "sessions": asdict(sessions),
-            "cpus": os.cpu_count(), "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-            "notes": notes, "catalogues": rows}
+    rows = [row for catalogue in catalogues
+            for row in bench_catalogue(catalogue, sessions, queries, tuning_queries, index_types, warmup, seed)]
+    if items > 0:
+        dim = catalogues[0].dim if catalogues else 64
+        with step(f"synthetic catalogue: {items:,} × {dim}"):
+            synthetic = synthetic_catalogue(items, dim, seed)
+        rows += bench_catalogue(synthetic, sessions, queries, tuning_queries, index_types, warmup, seed)
+    return {"benchmark": "retrieval", "k": RECALL_K, "queries": queries, "tuning_queries": tuning_queries,
+            "batch_size": 1, "search_threads": 1, "build_threads": BUILD_THREADS, "targets": TARGETS,
+            "sessions": asdict(sessions), "cpus": os.cpu_count(),
+            "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)], "notes": notes,
+            "catalogues": rows}
 
 
 def _search_setting(params: dict[str, Any]) -> str:
@@ -477,10 +389,9 @@ def print_tables(result: dict[str, Any]) -> None:
     for note in result["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}")
     rows = result["catalogues"]
-    with wide_console(TABLE_WIDTH):
-        for name in dict.fromkeys(row["catalogue"] for row in rows):
-            mine = [row for row in rows if row["catalogue"] == name]
-            print_table(f"{name}: {mine[0]['items']:,} items × {mine[0]['dim']}", [_table_row(row) for row in mine])
+    for name in dict.fromkeys(row["catalogue"] for row in rows):
+        mine = [row for row in rows if row["catalogue"] == name]
+        print_table(f"{name}: {mine[0]['items']:,} items × {mine[0]['dim']}", [_table_row(row) for row in mine])
     targets = result["targets"]
     console.print(f"load average (1 min) {result['load_average_1m'][0]} → {result['load_average_1m'][1]} "
                   f"on {result['cpus']} CPUs")
@@ -512,6 +423,6 @@ def retrieval(
     seed: Seed = 0,
 ) -> None:
     """FAISS flat / HNSW / IVF on the trained and a synthetic catalogue: build time, memory, latency, recall@100."""
-    options = RetrievalOptions(items=items, queries=queries, tuning_queries=tuning_queries,
-                               index_types=_index_types(indexes), seed=seed)
-    run_command(lambda: run_retrieval_bench(get_settings(), options, model), print_tables, as_json)
+    index_types = _index_types(indexes)
+    run_command(lambda: run_retrieval_bench(get_settings(), items, queries, tuning_queries, index_types, seed, model),
+                print_tables, as_json)

@@ -1,23 +1,12 @@
 """`streamrec bench serve`: `POST /recommend` under load — closed loop at fixed concurrency, open loop at a fixed rate.
 
-- **server** — `streamrec serve` started here (a free loopback port, `--workers` processes, the
-  current model), stopped at the end; or a running one with `--url`.
-- **bodies** — realistic sessions of catalogue items: test prefixes of the model's training
-  dataset, else random prefixes of its sessions, else walks over the catalogue (popularity, then a
-  co-visited item with probability 0.8); `k` = 20, `exclude_seen`, session ids never seen (no
-  streaming features), so every request takes the full path (retrieval, ranker, trending read).
-- **closed loop** — `wrk -t1 -cN` per level N (one wrk thread: the server needs the other core),
-  a Lua script rotating the bodies, counting non-2xx, degraded and fallback answers and printing
-  p50/p95/p99/max as one JSON line (wrk's `--latency` text has no p95).
-- **open loop** — aiohttp on uvloop sends `--rate` requests/s at exact intervals and times each
-  from its *scheduled* send, so a stall is charged to every request it delays.
-- **reference** — the same server's cheapest path at the same levels and rate (an empty, unknown
-  session: one online-store read, then the popular list); the ratios say what the pipeline adds.
-- **server CPU** — CPU of the server's processes per answer (`server_cpu_ms_per_request`) and the
-  mean latency no server could beat with it on this machine's cores (`mean_ms_floor`, Little's law).
-- **response check** — a sequential sample is parsed first (stages, `degraded`, mean server step
-  timings); under load every answer is checked by byte patterns. `ranked_rps` counts the answers
-  of the full pipeline (not a fallback); the requests/s target counts these.
+The bodies are realistic never-seen sessions of catalogue items (the training dataset's test
+prefixes, else prefixes of its sessions, else co-visitation walks), so every request takes the full
+path. `wrk -t1` gives throughput and latency per connection count (one thread: the server needs
+the other core); an open loop at `--rate` times each request from its *scheduled* send, so a stall
+is charged to every request it delays. The reference is the same server's cheapest path (an empty
+session → the popular list); the server's CPU per answer bounds the closed-loop mean from below
+(`mean_ms_floor`). `ranked_rps` counts only the answers of the full pipeline, not the fallbacks.
 """
 
 from __future__ import annotations
@@ -32,29 +21,24 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import numpy as np
 import typer
 
 from bench.cli import bench_app
 from bench.common import (BenchSetupError, JsonFlag, Seed, console, cpu_seconds, latency_summary, print_table,
-                          print_targets, run_command, service, targets, wide_console)
+                          print_targets, run_command, service, targets)
 from streamrec.settings import Settings, get_settings
 
-WRK = "wrk"
 RECOMMEND_PATH = "/recommend"
-DEGRADED_MARK = b'"degraded":true'
-FALLBACK_MARK = b'"stage":"fallback_'
 K = 20
 TIMEOUT_S = 2.0  # per request, of wrk and the open loop
 MAX_BODY_ITEMS = 50  # longer sessions are cut to their latest items (the server's default limit)
-
-
 TARGETS = {"p99_ms_at_32": 15.0, "rps_at_32": 500.0, "p50_ms_at_1": 5.0}  # the issue's, with the full ranker
 
 
@@ -68,22 +52,12 @@ class Sessions:
     source: str
 
 
-def _in_catalogue(sequences: Iterator[list[int]], known: set[int], limit: int) -> Iterator[list[int]]:
-    for sequence in sequences:
-        kept = [item for item in sequence if item in known][-limit:]
-        if kept:
-            yield kept
-
-
 def _srgnn_test_prefixes(path: Path) -> Iterator[list[int]]:
     import gzip
 
     with gzip.open(path, "rt") as lines:
         next(lines, None)  # header: prefix<TAB>label
-        for line in lines:
-            prefix = line.split("\t", 1)[0].split()
-            if prefix:
-                yield [int(item) for item in prefix]
+        yield from ([int(item) for item in line.split("\t", 1)[0].split()] for line in lines)
 
 
 def _dataset_prefixes(path: Path, rng: np.random.Generator) -> Iterator[list[int]]:
@@ -92,98 +66,63 @@ def _dataset_prefixes(path: Path, rng: np.random.Generator) -> Iterator[list[int
 
     data = load_dataset(path)
     starts = data.session_starts()
-    ends = np.append(starts[1:], len(data))
-    for start, end in zip(starts.tolist(), ends.tolist()):
-        length = int(rng.integers(1, end - start + 1))
-        yield data.item_ids[start:start + length].tolist()
-
-
-def _catalogue_walks(model, rng: np.random.Generator, mean_length: float = 4.0,
-                     max_length: int = 10, stay: float = 0.8) -> Iterator[list[int]]:
-    """Sessions over the catalogue: start by popularity, go on to a co-visited item (by score) with
-    probability `stay`, else to another popular item; geometric lengths."""
-    popularity = np.asarray(model.item_popularity, dtype=np.float64) + 1.0
-    popularity /= popularity.sum()
-    while True:
-        length = min(max_length, int(rng.geometric(1.0 / mean_length)))
-        row = int(rng.choice(len(popularity), p=popularity))
-        walk = [int(model.item_ids[row])]
-        while len(walk) < length:
-            neighbours, scores = model.covisit.row(row)
-            if len(neighbours) and rng.random() < stay:
-                weights = np.asarray(scores, dtype=np.float64)
-                weights = weights / weights.sum() if weights.sum() > 0 else None
-                item = int(neighbours[rng.choice(len(neighbours), p=weights)])
-                next_row = model.row_of(item)
-                if next_row is None:
-                    break
-                row = next_row
-            else:
-                row = int(rng.choice(len(popularity), p=popularity))
-            walk.append(int(model.item_ids[row]))
-        yield walk
+    for start, end in zip(starts.tolist(), np.append(starts[1:], len(data)).tolist()):
+        yield data.item_ids[start:start + int(rng.integers(1, end - start + 1))].tolist()
 
 
 def sample_sessions(model, count: int, seed: int = 0, max_items: int = MAX_BODY_ITEMS) -> Sessions:
     """`count` sessions of catalogue items: dataset test prefixes, dataset prefixes, or catalogue walks."""
     rng = np.random.default_rng(seed)
     known = {int(item) for item in model.item_ids.tolist()}
-    dataset = str(model.meta.get("dataset") or "synthetic")
-    path = Path(dataset)
+    path = Path(str(model.meta.get("dataset") or "synthetic"))
     pools: list[tuple[str, Any]] = []
-    if dataset != "synthetic" and path.exists():
-        for test_file in (path / "test_pairs.tsv.gz", path / "test_pairs.tsv"):
-            if path.is_dir() and test_file.exists():
-                pools.append((f"test prefixes of {path.name}", lambda f=test_file: _srgnn_test_prefixes(f)))
+    if str(path) != "synthetic" and path.exists():
+        pools += [(f"test prefixes of {path.name}", lambda f=test_file: _srgnn_test_prefixes(f))
+                  for test_file in (path / "test_pairs.tsv.gz", path / "test_pairs.tsv")
+                  if path.is_dir() and test_file.exists()]
         pools.append((f"session prefixes of {path.name}", lambda: _dataset_prefixes(path, rng)))
     for source, make in pools:
         try:
-            candidates = list(_in_catalogue(make(), known, max_items))
+            candidates = [kept for sequence in make()
+                          if (kept := [item for item in sequence if item in known][-max_items:])]
         except (OSError, ValueError) as exc:
             console.print(f"[yellow]sessions from {source} unavailable ({exc}); trying the next source[/]")
             continue
         if len(candidates) >= min(count, 100):
             chosen = rng.choice(len(candidates), size=count, replace=len(candidates) < count)
             return Sessions([candidates[i] for i in chosen.tolist()], source)
-    walks = _catalogue_walks(model, rng)
-    return Sessions([next(walks)[-max_items:] for _ in range(count)], "catalogue walks (popularity + co-visitation)")
+    from bench.retrieval import SessionSpec, session_walks, trained_catalogue
+
+    walks = session_walks(trained_catalogue(model), count, SessionSpec(max_length=min(10, max_items)), rng)
+    return Sessions([model.item_ids[walk].tolist() for walk in walks], "catalogue walks (popularity + co-visitation)")
 
 
 def request_bodies(sessions: Sessions, k: int, tag: str) -> tuple[list[str], list[str]]:
     """(recommend bodies, reference bodies): the sessions, and empty never-seen sessions, as JSON."""
-    recommend = [json.dumps({"session_id": f"bench-{tag}-{i}", "k": k, "session_items": items,
-                             "exclude_seen": True}, separators=(",", ":"))
-                 for i, items in enumerate(sessions.items)]
-    reference = [json.dumps({"session_id": f"bench-ref-{tag}-{i}", "k": k, "session_items": [],
-                             "exclude_seen": True}, separators=(",", ":"))
-                 for i in range(len(sessions.items))]
-    return recommend, reference
+    def body(session_id: str, items: list[int]) -> str:
+        return json.dumps({"session_id": session_id, "k": k, "session_items": items, "exclude_seen": True},
+                          separators=(",", ":"))
+
+    return ([body(f"bench-{tag}-{i}", items) for i, items in enumerate(sessions.items)],
+            [body(f"bench-ref-{tag}-{i}", []) for i in range(len(sessions.items))])
 
 
-# --- closed loop: wrk --------------------------------------------------------------------------
+def tally(counts: dict[str, int], names: Iterable[str]) -> None:
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+
+
+# --- closed loop: wrk (its Lua counts the answers; wrk's own `--latency` text has no p95) ---------
 
 WRK_SCRIPT = r"""
--- streamrec bench serve: POST pre-built bodies in rotation (one per line of args[1]) to args[2];
--- count non-2xx, degraded and fallback answers; done() prints one JSON line.
-local bodies = {}
-local position = 0
-responses = 0
-non_2xx = 0
-degraded = 0
-fallback = 0
-reasons = {}
-local threads = {}
+local bodies, position, threads = {}, 0, {}
+responses, non_2xx, degraded, fallback, reasons = 0, 0, 0, 0, {}
 
-function setup(thread)
-  table.insert(threads, thread)
-end
+function setup(thread) table.insert(threads, thread) end
 
-function init(args)
-  local headers = { ["Content-Type"] = "application/json" }
+function init(args)  -- args: the bodies file (one per line), the path
   for line in io.lines(args[1]) do
-    if #line > 0 then
-      bodies[#bodies + 1] = wrk.format("POST", args[2], headers, line)
-    end
+    if #line > 0 then bodies[#bodies + 1] = wrk.format("POST", args[2], {["Content-Type"] = "application/json"}, line) end
   end
   position = math.random(#bodies) - 1
 end
@@ -195,44 +134,30 @@ end
 
 function response(status, headers, body)
   responses = responses + 1
-  if status < 200 or status > 299 then
-    non_2xx = non_2xx + 1
-  else
-    if string.find(body, '"degraded":true', 1, true) then
-      degraded = degraded + 1
-      local reason = string.match(body, '"degraded_reasons":%["([^:"]*)') or "unknown"
-      reasons[reason] = (reasons[reason] or 0) + 1
-    end
-    if string.find(body, '"stage":"fallback_', 1, true) then fallback = fallback + 1 end
+  if status < 200 or status > 299 then non_2xx = non_2xx + 1; return end
+  if string.find(body, '"degraded":true', 1, true) then
+    degraded = degraded + 1
+    local reason = string.match(body, '"degraded_reasons":%["([^:"]*)') or "unknown"
+    reasons[reason] = (reasons[reason] or 0) + 1
   end
+  if string.find(body, '"stage":"fallback_', 1, true) then fallback = fallback + 1 end
 end
 
 function done(summary, latency, requests)
-  local counts = { responses = 0, non_2xx = 0, degraded = 0, fallback = 0 }
+  local counts, merged, parts = {responses = 0, non_2xx = 0, degraded = 0, fallback = 0}, {}, {}
   for _, thread in ipairs(threads) do
-    for name, _ in pairs(counts) do
-      counts[name] = counts[name] + (thread:get(name) or 0)
-    end
+    for name, _ in pairs(counts) do counts[name] = counts[name] + (thread:get(name) or 0) end
+    for reason, n in pairs(thread:get("reasons") or {}) do merged[reason] = (merged[reason] or 0) + n end
   end
-  local merged = {}
-  for _, thread in ipairs(threads) do
-    for reason, n in pairs(thread:get("reasons") or {}) do
-      merged[reason] = (merged[reason] or 0) + n
-    end
-  end
-  local parts = {}
   for reason, n in pairs(merged) do
     parts[#parts + 1] = string.format('"%s":%d', string.gsub(reason, '[^%w _%-]', '_'), n)
   end
   local e = summary.errors
   io.write(string.format(
-    '{"streamrec_wrk":1,"requests":%d,"duration_us":%d,"bytes":%d,' ..
-    '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
+    '{"streamrec_wrk":1,"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d,' ..
     '"responses":%d,"non_2xx":%d,"degraded":%d,"fallback":%d,' ..
-    '"p50_us":%.1f,"p95_us":%.1f,"p99_us":%.1f,"max_us":%.1f,"mean_us":%.1f,' ..
-    '"degraded_reasons":{%s}}\n',
-    summary.requests, summary.duration, summary.bytes,
-    e.connect, e.read, e.write, e.status, e.timeout,
+    '"p50_us":%.1f,"p95_us":%.1f,"p99_us":%.1f,"max_us":%.1f,"mean_us":%.1f,"degraded_reasons":{%s}}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout,
     counts.responses, counts.non_2xx, counts.degraded, counts.fallback,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max, latency.mean,
     table.concat(parts, ",")))
@@ -247,27 +172,24 @@ def parse_wrk_output(stdout: str) -> dict[str, float]:
         raise BenchSetupError(f"wrk printed no result line; its output was:\n{stdout[-2000:]}")
     raw = json.loads(line)
     duration_s = raw["duration_us"] / 1e6
-    socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
     ranked = raw["responses"] - raw["non_2xx"] - raw["fallback"]  # answered by the full pipeline
     return {
         "requests": int(raw["requests"]),
         "rps": round(raw["requests"] / duration_s, 1) if duration_s > 0 else 0.0,
         "ranked_rps": round(ranked / duration_s, 1) if duration_s > 0 else 0.0,
-        "p50_ms": round(raw["p50_us"] / 1000, 3), "p95_ms": round(raw["p95_us"] / 1000, 3),
-        "p99_ms": round(raw["p99_us"] / 1000, 3), "max_ms": round(raw["max_us"] / 1000, 3),
-        "mean_ms": round(raw["mean_us"] / 1000, 3),
-        "errors": int(socket_errors + raw["non_2xx"]), "non_2xx": int(raw["non_2xx"]),
-        "timeouts": int(raw["timeout"]), "degraded": int(raw["degraded"]), "fallback": int(raw["fallback"]),
-        "degraded_reasons": raw.get("degraded_reasons", {}),
+        **{f"{q}_ms": round(raw[f"{q}_us"] / 1000, 3) for q in ("p50", "p95", "p99", "max", "mean")},
+        "errors": int(sum(raw[e] for e in ("connect", "read", "write", "timeout", "non_2xx"))),
+        "non_2xx": int(raw["non_2xx"]), "timeouts": int(raw["timeout"]), "degraded": int(raw["degraded"]),
+        "fallback": int(raw["fallback"]), "degraded_reasons": raw.get("degraded_reasons", {}),
     }
 
 
-def run_wrk(url: str, script: Path, bodies_file: Path, concurrency: int, duration_s: float,
-            timeout_s: float) -> dict[str, float]:
+def run_wrk(url: str, script: Path, bodies_file: Path, concurrency: int, duration_s: float) -> dict[str, float]:
     """One closed-loop level: `wrk -t1 -c{concurrency}` for `duration_s`."""
-    argv = [WRK, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", f"--timeout={timeout_s:g}s",
+    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", f"--timeout={TIMEOUT_S:g}s",
             "-s", str(script), url, "--", str(bodies_file), RECOMMEND_PATH]
-    completed = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + timeout_s + 60)  # noqa: S603
+    completed = subprocess.run(argv, capture_output=True, text=True, check=False,
+                               timeout=duration_s + TIMEOUT_S + 60)
     if completed.returncode != 0:
         raise BenchSetupError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()[-2000:]}")
     return {"concurrency": concurrency, **parse_wrk_output(completed.stdout)}
@@ -275,63 +197,55 @@ def run_wrk(url: str, script: Path, bodies_file: Path, concurrency: int, duratio
 
 # --- open loop: fixed offered rate -------------------------------------------------------------
 
-async def _open_loop(url: str, bodies: Sequence[bytes], rate: float, duration_s: float, timeout_s: float,
-                     max_connections: int = 256) -> dict[str, float]:
+async def _open_loop(url: str, bodies: Sequence[bytes], rate: float, duration_s: float) -> dict[str, Any]:
     import aiohttp
 
     total = max(1, int(rate * duration_s))
     latencies: list[float] = []
-    counts = {"errors": 0, "non_2xx": 0, "timeouts": 0, "degraded": 0, "fallback": 0}
     send_lag: list[float] = []
-    reasons: dict[str, int] = {}
-    headers = {"Content-Type": "application/json"}
+    counts: dict[str, Any] = {"errors": 0, "non_2xx": 0, "timeouts": 0, "degraded": 0, "fallback": 0,
+                              "degraded_reasons": {}}
     clock = time.perf_counter  # uvloop's loop.time() ticks in whole milliseconds
-    connector = aiohttp.TCPConnector(limit=max_connections)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as client:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
+                                     timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as client:
         async def one(body: bytes, scheduled: float) -> None:
             try:
-                async with client.post(url + RECOMMEND_PATH, data=body, headers=headers) as answer:
-                    payload = await answer.read()
-                    status = answer.status
-            except asyncio.TimeoutError:
-                counts["timeouts"] += 1
+                async with client.post(url + RECOMMEND_PATH, data=body,
+                                       headers={"Content-Type": "application/json"}) as answer:
+                    payload, status = await answer.read(), answer.status
+            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
                 counts["errors"] += 1
-                return
-            except aiohttp.ClientError:
-                counts["errors"] += 1
+                counts["timeouts"] += isinstance(exc, asyncio.TimeoutError)
                 return
             latencies.append(clock() - scheduled)
             if not 200 <= status < 300:
                 counts["non_2xx"] += 1
                 counts["errors"] += 1
                 return
-            if DEGRADED_MARK in payload:
+            counts["fallback"] += b'"stage":"fallback_' in payload  # byte patterns: no parsing under load
+            if b'"degraded":true' in payload:
                 counts["degraded"] += 1
-                for reason in json.loads(payload).get("degraded_reasons", []):
-                    reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
-            counts["fallback"] += FALLBACK_MARK in payload
+                tally(counts["degraded_reasons"], (r.split(":")[0] for r in json.loads(payload).get("degraded_reasons", [])))
 
         start = clock() + 0.05
         tasks = []
         for i in range(total):
             scheduled = start + i / rate
-            delay = scheduled - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if scheduled > clock():
+                await asyncio.sleep(scheduled - clock())
             send_lag.append(max(0.0, clock() - scheduled))
             tasks.append(asyncio.create_task(one(bodies[i % len(bodies)], scheduled)))
         await asyncio.gather(*tasks)
         elapsed = clock() - start
     ok = len(latencies) - counts["non_2xx"]
     return {"offered": rate, "achieved": round(ok / elapsed, 1) if elapsed > 0 else 0.0, "requests": total,
-            **latency_summary(latencies), **counts, "degraded_reasons": reasons,
+            **latency_summary(latencies), **counts,
             "send_lag_p99_ms": round(float(np.percentile(send_lag, 99)) * 1000, 3) if send_lag else 0.0}
 
 
-def run_open_loop(url: str, bodies: Sequence[str], rate: float, duration_s: float, timeout_s: float) -> dict:
+def run_open_loop(url: str, bodies: Sequence[str], rate: float, duration_s: float) -> dict[str, Any]:
     """`rate` requests/s for `duration_s` at exact intervals; latency from each scheduled send time."""
-    encoded = [body.encode() for body in bodies]
-    coroutine = _open_loop(url, encoded, rate, duration_s, timeout_s)
+    coroutine = _open_loop(url, [body.encode() for body in bodies], rate, duration_s)
     try:
         import uvloop
 
@@ -375,54 +289,34 @@ def running_server(settings: Settings, url: str | None, workers: int | None = No
         yield base, pid
 
 
-def _served_model(health: dict | None, model) -> dict[str, Any]:
-    """Catalogue size, model version and scorer as the server reports them (the local model's otherwise)."""
-    from streamrec.artifacts import RANKER
-
-    health = health or {}
-    return {"catalogue_items": health.get("catalogue_items", len(model.item_ids)),
-            "model_version": health.get("model_version") or model.version,
-            "scorer": health.get("scorer") or ("lightgbm-lambdarank" if (model.path / RANKER).exists() else "blend")}
-
-
-# --- response check ----------------------------------------------------------------------------
-
 def check_responses(url: str, bodies: Sequence[str], reference_bodies: Sequence[str], k: int) -> dict[str, Any]:
     """Sequential sample, parsed: stages, degraded answers, short lists and mean server step timings."""
     import httpx
 
-    stages: dict[str, int] = {}
-    counts = {"requests": 0, "errors": 0, "degraded": 0, "fallback": 0, "short": 0}
-    reasons: dict[str, int] = {}
+    counts: dict[str, Any] = {"requests": len(bodies), "errors": 0, "degraded": 0, "fallback": 0, "short": 0,
+                              "stages": {}, "degraded_reasons": {}, "reference_stages": {}}
     timings: dict[str, list[float]] = {}
-    reference_stages: dict[str, int] = {}
-    with httpx.Client(base_url=url, timeout=5.0) as client:
+    with httpx.Client(base_url=url, timeout=5.0, headers={"Content-Type": "application/json"}) as client:
         for body in bodies:
-            counts["requests"] += 1
-            answer = client.post(RECOMMEND_PATH, content=body, headers={"Content-Type": "application/json"})
+            answer = client.post(RECOMMEND_PATH, content=body)
             if answer.status_code != 200:
                 counts["errors"] += 1
                 continue
             payload = answer.json()
-            stages[payload["stage"]] = stages.get(payload["stage"], 0) + 1
+            tally(counts["stages"], [payload["stage"]])
             counts["fallback"] += payload["stage"].startswith("fallback_")
             counts["degraded"] += bool(payload["degraded"])
             counts["short"] += len(payload["items"]) < k
-            for reason in payload.get("degraded_reasons", []):
-                reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
+            tally(counts["degraded_reasons"], (reason.split(":")[0] for reason in payload.get("degraded_reasons", [])))
             for step, ms in payload["timings_ms"].items():
                 timings.setdefault(step, []).append(ms)
         for body in reference_bodies:
-            answer = client.post(RECOMMEND_PATH, content=body, headers={"Content-Type": "application/json"})
-            stage = answer.json().get("stage", f"http {answer.status_code}") if answer.status_code == 200 \
-                else f"http {answer.status_code}"
-            reference_stages[stage] = reference_stages.get(stage, 0) + 1
-    return {**counts, "stages": stages, "degraded_reasons": reasons, "reference_stages": reference_stages,
-            "server_timings_mean_ms": {step: round(float(np.mean(v)), 3) for step, v in timings.items()},
+            answer = client.post(RECOMMEND_PATH, content=body)
+            failed = f"http {answer.status_code}"
+            tally(counts["reference_stages"], [answer.json().get("stage", failed) if answer.status_code == 200 else failed])
+    return {**counts, "server_timings_mean_ms": {step: round(float(np.mean(v)), 3) for step, v in timings.items()},
             "server_timings_p50_ms": {step: round(float(np.median(v)), 3) for step, v in timings.items()}}
 
-
-# --- server CPU: what the closed loop can reach at best --------------------------------------
 
 def cpu_bound(before: float | None, after: float | None, level: dict, cores: int | None = None) -> dict[str, Any]:
     """Server CPU per answer at this level, and the floor it sets on closed-loop latency.
@@ -434,16 +328,11 @@ def cpu_bound(before: float | None, after: float | None, level: dict, cores: int
     if before is None or after is None or not level["requests"]:
         return {"server_cpu_ms_per_request": None, "mean_ms_floor": None}
     per_request_ms = 1000 * (after - before) / level["requests"]
-    cores = cores or os.cpu_count() or 1
     return {"server_cpu_ms_per_request": round(per_request_ms, 3),
-            "mean_ms_floor": round(level["concurrency"] * per_request_ms / cores, 2)}
+            "mean_ms_floor": round(level["concurrency"] * per_request_ms / (cores or os.cpu_count() or 1), 2)}
 
 
 # --- the benchmark -----------------------------------------------------------------------------
-
-def _ratio(numerator: float, denominator: float) -> float:
-    return round(numerator / denominator, 2) if denominator and math.isfinite(denominator) else float("nan")
-
 
 def where_we_stand(levels: list[dict], errors: int) -> dict[str, Any]:
     """The issue's targets next to the measured figures (None where a level was not measured)."""
@@ -459,18 +348,16 @@ def run_serve_bench(settings: Settings, duration_s: float = 10.0, concurrency: t
                     rate: float = 250.0, url: str | None = None, warmup_s: float = 3.0, n_bodies: int = 4000,
                     sample: int = 200, seed: int = 0, workers: int | None = None) -> dict[str, Any]:
     """`rate` 0 skips the open loop; `url` None starts `streamrec serve` with `workers` processes here."""
-    from streamrec.artifacts import load_current
+    from streamrec.artifacts import RANKER, load_current
 
-    if shutil.which(WRK) is None:
+    if shutil.which("wrk") is None:
         raise BenchSetupError("wrk is not installed: `sudo apt-get install wrk` (scripts/setup.sh does it)")
     try:
         model = load_current(settings.models_dir)
     except FileNotFoundError as exc:
         raise BenchSetupError(f"{exc} (data dir {settings.data_dir})") from exc
-    max_items = min(settings.max_session_items, MAX_BODY_ITEMS)
-    sessions = sample_sessions(model, n_bodies, seed=seed, max_items=max_items)
-    tag = uuid.uuid4().hex[:8]
-    bodies, reference_bodies = request_bodies(sessions, K, tag)
+    sessions = sample_sessions(model, n_bodies, seed=seed, max_items=min(settings.max_session_items, MAX_BODY_ITEMS))
+    bodies, reference_bodies = request_bodies(sessions, K, uuid.uuid4().hex[:8])
     lengths = np.array([len(items) for items in sessions.items])
     console.print(f"[bold]bodies[/] {len(bodies):,} sessions from {sessions.source}: "
                   f"{lengths.mean():.1f} items on average (median {np.median(lengths):.0f}, max {lengths.max()})")
@@ -478,15 +365,16 @@ def run_serve_bench(settings: Settings, duration_s: float = 10.0, concurrency: t
 
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-serve-") as folder, \
             running_server(settings, url, workers=workers) as (base, pid):
-        work = Path(folder)
-        script = work / "bench.lua"
+        script, recommend_file, reference_file = (Path(folder) / name for name in ("bench.lua", "recommend.jsonl", "reference.jsonl"))
         script.write_text(WRK_SCRIPT)
-        recommend_file, reference_file = work / "recommend.jsonl", work / "reference.jsonl"
         recommend_file.write_text("\n".join(bodies) + "\n")
         reference_file.write_text("\n".join(reference_bodies) + "\n")
 
-        health = _health(base)
-        served = _served_model(health, model)
+        health = _health(base) or {}  # what the server serves (the local model's figures otherwise)
+        served = {"catalogue_items": health.get("catalogue_items", len(model.item_ids)),
+                  "model_version": health.get("model_version") or model.version,
+                  "scorer": health.get("scorer") or ("lightgbm-lambdarank" if (model.path / RANKER).exists()
+                                                     else "blend")}
         if served["model_version"] != model.version:
             notes.append(f"the server serves model {served['model_version']}, the bodies come from the local "
                          f"model {model.version}; items unknown to the server take cheaper paths")
@@ -503,45 +391,45 @@ def run_serve_bench(settings: Settings, duration_s: float = 10.0, concurrency: t
 
         if warmup_s > 0:
             console.print(f"warm-up: {warmup_s:g}s at concurrency 8 (not measured)")
-            run_wrk(base, script, recommend_file, 8, warmup_s, TIMEOUT_S)
+            run_wrk(base, script, recommend_file, 8, warmup_s)
 
         levels: list[dict] = []
         reference_levels: list[dict] = []
-        for concurrency in concurrency:
-            console.print(f"concurrency {concurrency}: recommend, then reference, {duration_s:g}s each")
+        for connections in concurrency:
+            console.print(f"concurrency {connections}: recommend, then reference, {duration_s:g}s each")
             for path_file, results in ((recommend_file, levels), (reference_file, reference_levels)):
                 before = cpu_seconds(pid)
-                level = run_wrk(base, script, path_file, concurrency, duration_s, TIMEOUT_S)
+                level = run_wrk(base, script, path_file, connections, duration_s)
                 results.append({**level, **cpu_bound(before, cpu_seconds(pid), level)})
 
         open_loop: dict[str, Any] | None = None
         if rate > 0:
             console.print(f"open loop: {rate:g} requests/s for {duration_s:g}s, then the reference")
-            open_loop = run_open_loop(base, bodies, rate, duration_s, TIMEOUT_S)
-            open_loop["reference"] = run_open_loop(base, reference_bodies, rate, duration_s, TIMEOUT_S)
+            open_loop = run_open_loop(base, bodies, rate, duration_s)
+            open_loop["reference"] = run_open_loop(base, reference_bodies, rate, duration_s)
 
-    ratios = [{"concurrency": level["concurrency"],
-               "p50_ratio": _ratio(level["p50_ms"], reference["p50_ms"]),
-               "p99_ratio": _ratio(level["p99_ms"], reference["p99_ms"]),
-               "rps_ratio": _ratio(level["rps"], reference["rps"])}
-              for level, reference in zip(levels, reference_levels)]
-    total_errors = sum(level["errors"] for level in levels) + (open_loop["errors"] if open_loop else 0)
-    degraded_under_load = sum(level["degraded"] for level in levels) + (open_loop["degraded"] if open_loop else 0)
-    fallback_under_load = sum(level["fallback"] for level in levels) + (open_loop["fallback"] if open_loop else 0)
-    if degraded_under_load or fallback_under_load:
-        notes.append(f"under load: {degraded_under_load} degraded and {fallback_under_load} fallback answers "
+    def ratio(ours: float, theirs: float) -> float:
+        return round(ours / theirs, 2) if theirs and math.isfinite(theirs) else float("nan")
+
+    under_load = [*levels, *([open_loop] if open_loop else [])]
+    degraded, fallback = (sum(run[key] for run in under_load) for key in ("degraded", "fallback"))
+    if degraded or fallback:
+        notes.append(f"under load: {degraded} degraded and {fallback} fallback answers "
                      "to non-empty sessions (latency budget or online store; see degraded_reasons)")
     return {
         "benchmark": "serve",
         "levels": levels,
         "reference_levels": reference_levels,
-        "ratios": ratios,
+        "ratios": [{"concurrency": level["concurrency"], "p50_ratio": ratio(level["p50_ms"], reference["p50_ms"]),
+                    "p99_ratio": ratio(level["p99_ms"], reference["p99_ms"]),
+                    "rps_ratio": ratio(level["rps"], reference["rps"])}
+                   for level, reference in zip(levels, reference_levels)],
         "rate": open_loop,
         **served,
         "sessions": {"source": sessions.source, "bodies": len(bodies), "mean_items": round(float(lengths.mean()), 2),
                      "k": K},
         "response_check": check,
-        "targets": where_we_stand(levels, total_errors),
+        "targets": where_we_stand(levels, sum(run["errors"] for run in under_load)),
         "duration_s": duration_s,
         "warmup_s": warmup_s,
         "client": {"closed_loop": "wrk -t1 (one thread; the server needs the other core)",
@@ -555,22 +443,19 @@ def run_serve_bench(settings: Settings, duration_s: float = 10.0, concurrency: t
 def render(result: dict[str, Any]) -> None:
     columns = ("concurrency", "rps", "ranked_rps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "non_2xx",
                "degraded", "fallback", "server_cpu_ms_per_request", "mean_ms_floor")
-    rows = [{"path": "recommend", **{c: level[c] for c in columns}} for level in result["levels"]]
-    rows += [{"path": "reference", **{c: level[c] for c in columns}} for level in result["reference_levels"]]
-    with wide_console(130):
-        print_table(f"POST /recommend, closed loop (wrk -t1), model {result['model_version']}, "
-                    f"{result['catalogue_items']:,} items, scorer {result['scorer']}", rows)
+    print_table(f"POST /recommend, closed loop (wrk -t1), model {result['model_version']}, "
+                f"{result['catalogue_items']:,} items, scorer {result['scorer']}",
+                [{"path": path, **{c: level[c] for c in columns}}
+                 for path, key in (("recommend", "levels"), ("reference", "reference_levels")) for level in result[key]])
     print_table("recommend / reference (empty session → popular)", result["ratios"])
-    rate = result["rate"]
-    if rate:
+    if result["rate"]:
         keys = ("offered", "achieved", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "degraded", "fallback",
                 "send_lag_p99_ms")
         print_table("open loop, fixed offered rate (latency from scheduled send)",
-                    [{"path": "recommend", **{key: rate[key] for key in keys}},
-                     {"path": "reference", **{key: rate["reference"][key] for key in keys}}])
-    check = result["response_check"]
-    if check["server_timings_mean_ms"]:
-        print_table("server step timings, sequential sample (mean ms)", [check["server_timings_mean_ms"]])
+                    [{"path": path, **{key: run[key] for key in keys}}
+                     for path, run in (("recommend", result["rate"]), ("reference", result["rate"]["reference"]))])
+    timings = result["response_check"]["server_timings_mean_ms"]
+    print_table("server step timings, sequential sample (mean ms)", [timings] if timings else [])
     print_targets(result)
 
 
@@ -580,12 +465,12 @@ def serve(
     duration: Annotated[float, typer.Option(min=1, help="Seconds per measured run.")] = 10.0,
     concurrency: Annotated[str, typer.Option(help="Closed-loop connection counts, comma-separated.")] = "1,8,32",
     rate: Annotated[float, typer.Option(min=0, help="Offered requests/s of the open-loop run; 0 skips it.")] = 250.0,
-    url: Annotated[Optional[str], typer.Option(help="A running API; default: start `streamrec serve` here.")] = None,
+    url: Annotated[str | None, typer.Option(help="A running API; default: start `streamrec serve` here.")] = None,
     warmup: Annotated[float, typer.Option(min=0, help="Unmeasured seconds of load first.")] = 3.0,
     bodies: Annotated[int, typer.Option(min=10, help="Distinct request bodies in rotation.")] = 4000,
     sample: Annotated[int, typer.Option(min=0, help="Sequential requests parsed and checked first.")] = 200,
     seed: Seed = 0,
-    workers: Annotated[Optional[int], typer.Option(
+    workers: Annotated[int | None, typer.Option(
         min=1, help="Processes of the started server (default STREAMREC_API_WORKERS).")] = None,
 ) -> None:
     """`POST /recommend` under load: wrk at fixed concurrency, an open loop at a fixed rate, against a reference."""

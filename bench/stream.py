@@ -1,33 +1,12 @@
 """`streamrec bench stream`: events/s through Kafka → Faust worker → online store, and freshness.
 
-One run on the configured Kafka and Redis, with its own topics, worker id and worker process
-(`streamrec stream`, stopped at the end, also on errors, Ctrl-C and SIGTERM):
-
-- **traffic** — sessions of 1–8 clicks (truncated geometric, mean ≈ 2.9), interleaved: a session's
-  next click comes ~5,000 events later, so the stream mixes new and continuing sessions
-  (`repeat_share_in_2000`: share of events whose session also clicked within the 2,000 before,
-  which a batch dedups). Items follow a Zipf law over 5,000 ids from 10^15 on (never in a
-  catalogue, so no trending count of anyone's changes; the rows are deleted at the end).
-- **saturation** — `--events` clicks are produced *before* the worker starts, so it drains a
-  backlog flat out. Its Prometheus counters (sessions applied, item clicks counted) are sampled
-  every 100 ms; `events_per_s` = events done (min of the two) between the first sample showing
-  progress and the first showing all done, over the time between them (start-up excluded; a
-  slight underestimate). Also: the worker's CPU (psutil), each agent alone, mean batch size and
-  write time, and the CPU share the hypervisor steals (/proc/stat), which stalls every process.
-- **freshness** — an open-loop producer process sends event *i* at `t0 + i / rate` whatever the
-  pipeline does; this process polls Redis for every session with an unseen event (`--poll-ms`
-  apart): the *k*-th click is visible when `click_count` reaches *k*; freshness = reply time of
-  that poll − send time (an upper bound at the resolution `poll_interval_ms`). At `--rate` and
-  at `--saturation-fraction` of the measured `events_per_s`; `visible_rate` is what the worker
-  made visible (below the offered rate when it fell behind); never seen within 15 s = `lost`.
-- **reference** — with the worker stopped, a plain aiokafka consumer reads the same backlog in
-  batches of `flush_max_events` into the *same* batch processors the worker runs (rows under
-  another Feast project name in the same Redis), so `ratio_vs_reference` isolates what Faust
-  adds (streams, the re-partition by item through Kafka, changelogs, commits). A second
-  reference only fetches (the floor of any Python consumer).
-
-`--profile FILE` attaches `py-spy record -f raw` to the worker during the drain and prints where
-its time goes (figures of a profiled run are marked `profiled`: py-spy pauses the worker).
+Throughput is a backlog produced first and drained flat out by `streamrec stream` (its Prometheus
+counters sampled every 100 ms, start-up excluded): what the worker sustains. Freshness is what a
+user feels: an open-loop producer sends event *i* at `t0 + i / rate` and the poll that shows it in
+Redis stops its clock, at `--rate` and near the measured saturation. The reference runs the
+worker's own batch processors on a plain aiokafka consumer over the same backlog, so
+`ratio_vs_reference` is what Faust adds. Each run has its own topics, worker and rows, removed at
+the end. Traffic: interleaved sessions of 1–8 clicks, Zipf items outside any catalogue.
 """
 
 from __future__ import annotations
@@ -36,21 +15,19 @@ import asyncio
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import numpy as np
 import typer
 
 from bench.cli import bench_app
 from bench.common import (BenchSetupError, JsonFlag, ScheduledProducer, Seed, click_counts, console, cpu_seconds,
-                          latency_summary, observe, plain, print_table, print_targets, run_command, targets,
-                          wide_console)
+                          latency_summary, observe, plain, print_table, print_targets, require_stack, run_command,
+                          targets)
 from streamrec.settings import Settings, get_settings
 
 BENCH_ITEM_BASE = 10**15  # bench item ids: far above any catalogue's
@@ -63,20 +40,6 @@ SETTLE_S = 15.0
 REFERENCE_PROJECT_SUFFIX = "_bench_reference"
 TARGET_EVENTS_PER_S = 5_000.0
 TARGET_FRESHNESS_MS_P99_AT_1000 = 250.0
-
-
-@dataclass(frozen=True)
-class StreamBenchOptions:
-    events: int = 30_000  # backlog for the saturation throughput and the reference
-    rate: float = 1_000.0  # events/s of the fixed-rate freshness run
-    duration_s: float = 15.0  # of each freshness run
-    saturation_fraction: float = 0.9  # of the measured events/s, for the second freshness run; 0 skips it
-    poll_ms: float = 5.0
-    reference: bool = True
-    profile: Path | None = None
-    profile_seconds: float = 10.0
-    seed: int = 0
-    worker_timeout_s: float = 120.0  # start-up of the worker until it applies its first events
 
 
 # --- traffic -------------------------------------------------------------------------------------
@@ -155,26 +118,24 @@ def applied_rate(samples: list[tuple[float, float, float]]) -> tuple[float, int 
 
 
 class StealMeter:
-    """Share of CPU time the hypervisor took from this VM (`steal` in /proc/stat) since creation; None
-    where /proc/stat is missing. Steal freezes every process at once: stalls no code of ours causes."""
+    """Share of CPU time the hypervisor took from this VM (`steal`) since creation; None where the system
+    does not report it. Steal freezes every process at once: stalls no code of ours causes."""
 
     def __init__(self) -> None:
         self.start = self._read()
 
     @staticmethod
-    def _read() -> tuple[int, int] | None:
-        try:
-            with open("/proc/stat") as fh:
-                fields = [int(v) for v in fh.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        return (fields[7] if len(fields) > 7 else 0), sum(fields)
+    def _read() -> tuple[float, float]:
+        import psutil
+
+        times = psutil.cpu_times()
+        return getattr(times, "steal", math.nan), sum(times)
 
     def percent(self) -> float | None:
-        end = self._read()
-        if self.start is None or end is None or end[1] <= self.start[1]:
+        (steal, total), (steal_now, total_now) = self.start, self._read()
+        if math.isnan(steal) or total_now <= total:
             return None
-        return round(100.0 * (end[0] - self.start[0]) / (end[1] - self.start[1]), 1)
+        return round(100.0 * (steal_now - steal) / (total_now - total), 1)
 
 
 def worker_counters(text: str) -> dict[str, float]:
@@ -235,8 +196,7 @@ async def fixed_rate_run(settings: Settings, store: Any, traffic: Traffic, rate:
     }
 
 
-async def drain_backlog(settings: Settings, worker: str, total: int, timeout_s: float,
-                        profile: tuple[Path, float] | None) -> dict[str, Any]:
+async def drain_backlog(settings: Settings, worker: str, total: int, timeout_s: float = 120.0) -> dict[str, Any]:
     """Start the worker and sample its counters until it has applied the whole backlog: its steady rate and CPU."""
     import httpx
 
@@ -245,7 +205,6 @@ async def drain_backlog(settings: Settings, worker: str, total: int, timeout_s: 
     steal = StealMeter()
     pid = process.start_detached(worker, [sys.executable, "-m", "cli", "stream"], settings, env=settings.to_env())
     samples: list[tuple[float, float, float, float]] = []  # (t, applied, counted, cpu seconds)
-    spy: subprocess.Popen | None = None
     started = last_progress = time.monotonic()
     last_done, counters = -1.0, {"applied": 0.0, "counted": 0.0}
     async with httpx.AsyncClient(timeout=5.0) as client:
@@ -261,8 +220,6 @@ async def drain_backlog(settings: Settings, worker: str, total: int, timeout_s: 
             if scraped:
                 applied, counted = counters["applied"], counters["counted"]
                 samples.append((now, applied, counted, cpu_seconds(pid) or float("nan")))
-                if profile is not None and spy is None:
-                    spy = _start_py_spy(pid, *profile)
                 if min(applied, counted) > last_done:
                     last_progress, last_done = now, min(applied, counted)
                 if last_done >= total:
@@ -295,7 +252,6 @@ async def drain_backlog(settings: Settings, worker: str, total: int, timeout_s: 
         "metric_samples": len(samples),
         **{key: int(value) if key in ("applied", "counted") else value for key, value in counters.items()},
         "samples": [[round(t - started, 3), int(a), int(c)] for t, a, c, _ in samples],  # s, applied, counted
-        "profile": _finish_py_spy(spy, *profile) if spy is not None and profile else None,
         "cpu_steal_percent": steal.percent(),
     }
 
@@ -356,84 +312,6 @@ async def reference_run(settings: Settings, ends: dict[int, int], process: bool)
             "cpu_us_per_event": round(1e6 * cpu_seconds / max(done, 1), 1), "cpu_steal_percent": steal.percent()}
 
 
-# --- profile ------------------------------------------------------------------------------------
-
-PROJECT_PACKAGES = ("streaming", "streamrec", "feature_repo")
-ENTRY_POINTS = ("run_worker", "stream", "main", "<module>")  # project frames every sample passes through
-IDLE_LEAVES = ("EpollSelector.select", "KqueueSelector.select", "select.select")
-
-
-def _start_py_spy(pid: int, path: Path, seconds: float) -> subprocess.Popen:
-    if shutil.which("py-spy") is None:
-        raise BenchSetupError("--profile needs py-spy: `pip install py-spy`")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(int(math.ceil(seconds))), "-r", "100",
-                             "-f", "raw", "-o", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def _finish_py_spy(spy: subprocess.Popen, path: Path, seconds: float) -> dict[str, Any]:
-    try:
-        output, _ = spy.communicate(timeout=seconds + 60)
-    except subprocess.TimeoutExpired:
-        spy.kill()
-        output, _ = spy.communicate()
-    if spy.returncode != 0 or not path.exists():
-        raise BenchSetupError(f"py-spy failed ({spy.returncode}): {output.decode(errors='replace')[-1500:]}")
-    return {"file": str(path), **summarize_profile(path)}
-
-
-def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
-    """Where a py-spy `-f raw` profile (collapsed stacks, all threads) spends its samples.
-
-    `idle`: the event loop waiting in select; `consumer_thread`: Faust's aiokafka consumer thread
-    (`WorkerThread.run` on the stack); `own_by_package`: each sample charged to the package of its
-    innermost frame; `own`: top functions by own samples; `project_cumulative`: streamrec's own
-    functions (worker code) by samples anywhere on the stack, entry points left out.
-    """
-    own: dict[str, int] = {}
-    packages: dict[str, int] = {}
-    project: dict[str, int] = {}
-    total = idle = consumer_thread = 0
-    for line in Path(path).read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        frames = [_frame_name(frame) for frame in stack.split(";") if frame]
-        if not frames or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-        packages[_package(frames[-1])] = packages.get(_package(frames[-1]), 0) + count
-        idle += count if frames[-1].startswith(IDLE_LEAVES) else 0
-        consumer_thread += count if any(f.startswith("WorkerThread.run ") for f in frames) else 0
-        for frame in set(frames):
-            if _package(frame) in PROJECT_PACKAGES and frame.split(" (")[0] not in ENTRY_POINTS:
-                project[frame] = project.get(frame, 0) + count
-
-    def ranked(counts: dict[str, int], key: str = "function") -> list[dict[str, Any]]:
-        return [{key: name, "share": round(count / max(total, 1), 4)}
-                for name, count in sorted(counts.items(), key=lambda kv: -kv[1])[:top]]
-
-    return {"samples": total, "idle": round(idle / max(total, 1), 4),
-            "consumer_thread": round(consumer_thread / max(total, 1), 4),
-            "own_by_package": ranked(packages, "package"), "own": ranked(own), "project_cumulative": ranked(project)}
-
-
-def _frame_name(frame: str) -> str:
-    """`func (pkg/mod.py:123)` → `func (pkg/mod.py)`: lines merged, absolute paths cut to the package."""
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")").rsplit(":", 1)[0]
-    parts = where.replace("\\", "/").split("/")  # py-spy prints paths relative to sys.path when it can
-    for root in ("site-packages", "dist-packages"):
-        if root in parts:
-            parts = parts[parts.index(root) + 1:]
-    return f"{name} ({'/'.join(parts)})" if where else name
-
-
-def _package(frame: str) -> str:
-    head = frame.rpartition(" (")[2].rstrip(")").split("/")[0]
-    return head[:-3] if head.endswith(".py") else head
-
-
 # --- setup and cleanup --------------------------------------------------------------------------
 
 def bench_settings(settings: Settings, tag: str) -> Settings:
@@ -442,17 +320,6 @@ def bench_settings(settings: Settings, tag: str) -> Settings:
 
     return settings.model_copy(update={"clicks_topic": f"bench-clicks-{tag}", "dead_letter_topic": f"bench-clicks-dlq-{tag}",
                                        "worker_id": f"streamrec-bench-{tag}", "worker_web_port": free_port()})
-
-
-def check_stack(settings: Settings) -> None:
-    from infra import kafka, redis_server
-
-    if not redis_server.answers(settings.redis_url):
-        raise BenchSetupError(f"Redis does not answer at {settings.redis_url}: start the stack (`streamrec up`) "
-                              "or point STREAMREC_REDIS_URL at a running Redis")
-    if not kafka.broker_answers(settings.kafka_bootstrap):
-        raise BenchSetupError(f"Kafka does not answer at {settings.kafka_bootstrap}: start the stack "
-                              "(`streamrec up`) or point STREAMREC_KAFKA_BOOTSTRAP at a running broker")
 
 
 def delete_topics(settings: Settings) -> None:
@@ -487,11 +354,11 @@ async def delete_rows(store: Any, session_ids: list[str]) -> None:
 
 # --- the benchmark ------------------------------------------------------------------------------
 
-def run_stream_bench(settings: Settings, options: StreamBenchOptions) -> dict[str, Any]:
+def run_stream_bench(settings: Settings, **options: Any) -> dict[str, Any]:
     from infra import process, stack
 
     load_at_start, steal = os.getloadavg()[0], StealMeter()
-    check_stack(settings)
+    require_stack(settings, kafka=True)
     tag = uuid.uuid4().hex[:8]
     bench = bench_settings(settings, tag)
     try:
@@ -501,7 +368,7 @@ def run_stream_bench(settings: Settings, options: StreamBenchOptions) -> dict[st
     worker = f"bench-stream-worker-{tag}"
     ok = False
     try:
-        result = asyncio.run(_run(bench, options, worker, tag))
+        result = asyncio.run(_run(bench, worker, tag, **options))
         ok = True
     finally:
         process.stop(worker, bench, timeout_s=20.0)
@@ -515,18 +382,19 @@ def run_stream_bench(settings: Settings, options: StreamBenchOptions) -> dict[st
             "load_average_1m": round(os.getloadavg()[0], 2), "cpu_steal_percent": steal.percent()}
 
 
-async def _run(bench: Settings, options: StreamBenchOptions, worker: str, tag: str) -> dict[str, Any]:
+async def _run(bench: Settings, worker: str, tag: str, events: int, rate: float, duration: float,
+               saturation_fraction: float, poll_ms: float, reference: bool, seed: int) -> dict[str, Any]:
     from infra import process
     from streamrec import feature_schema as s
     from streamrec.online_store import OnlineStore
 
-    rng = np.random.default_rng(options.seed)
+    rng = np.random.default_rng(seed)
     store = OnlineStore.from_url(bench.redis_url, timeout_s=5.0)
     session_ids: list[str] = []
     notes: list[str] = []
     try:
         # 1. backlog (produced as fast as possible), then the worker drains it flat out
-        backlog = session_traffic(options.events, f"bench-{tag}-b", rng)
+        backlog = session_traffic(events, f"bench-{tag}-b", rng)
         expected = backlog.expected_counts()
         session_ids += list(expected)
         console.print(f"producing a backlog of {len(backlog):,} events into {bench.clicks_topic} …")
@@ -535,32 +403,28 @@ async def _run(bench: Settings, options: StreamBenchOptions, worker: str, tag: s
             produced = producer.report(timeout_s=120.0)
         ends = produced["ends"]
         console.print(f"  {len(backlog) / produced['seconds']:,.0f} events/s; starting the worker ({worker}) …")
-        profile = (options.profile, options.profile_seconds) if options.profile else None
-        saturation = await drain_backlog(bench, worker, len(backlog), options.worker_timeout_s, profile)
+        saturation = await drain_backlog(bench, worker, len(backlog))
         counts = await click_counts(store, list(expected))
         saturation["lost"] = sum(max(0, n - count) for n, count in zip(expected.values(), counts))
         saturation["producer_events_per_s"] = round(len(backlog) / produced["seconds"], 1)
         saturation["traffic"] = backlog.describe()
         console.print(f"  worker: {saturation['events_per_s']:,.0f} events/s, CPU {saturation['worker_cpu_percent']}%")
-        if options.profile and saturation["drain_s"] < options.profile_seconds:
-            notes.append(f"the drain took {saturation['drain_s']:.1f}s, shorter than the {options.profile_seconds:g}s "
-                         "profile: the profile also holds idle time; use more --events")
 
         # 2. freshness at the fixed rate, then near saturation
         phases: dict[str, dict[str, Any] | None] = {"at_rate": None, "at_saturation": None}
-        near = options.saturation_fraction * saturation["events_per_s"]
-        for phase, rate, letter in (("at_rate", options.rate, "r"), ("at_saturation", near, "s")):
-            if phase == "at_saturation" and not (options.saturation_fraction > 0 and math.isfinite(rate) and rate > 0):
+        near = saturation_fraction * saturation["events_per_s"]
+        for phase, offered, letter in (("at_rate", rate, "r"), ("at_saturation", near, "s")):
+            if phase == "at_saturation" and not (saturation_fraction > 0 and math.isfinite(near) and near > 0):
                 continue
-            console.print(f"freshness at {rate:,.0f} events/s for {options.duration_s:g}s …")
-            traffic = session_traffic(int(rate * options.duration_s), f"bench-{tag}-{letter}", rng)
+            console.print(f"freshness at {offered:,.0f} events/s for {duration:g}s …")
+            traffic = session_traffic(int(offered * duration), f"bench-{tag}-{letter}", rng)
             session_ids += list(traffic.expected_counts())
-            phases[phase] = await fixed_rate_run(bench, store, traffic, rate, options.poll_ms / 1000)
+            phases[phase] = await fixed_rate_run(bench, store, traffic, offered, poll_ms / 1000)
         process.stop(worker, bench, timeout_s=20.0)
 
         # 3. the reference on the same backlog, the worker stopped
-        reference = fetch_only = None
-        if options.reference:
+        with_reference, reference, fetch_only = reference, None, None
+        if with_reference:
             console.print("reference: plain aiokafka consumer + the same batch processors, then fetch only …")
             reference = await reference_run(bench, ends, process=True)
             fetch_only = await reference_run(bench, ends, process=False)
@@ -574,22 +438,22 @@ async def _run(bench: Settings, options: StreamBenchOptions, worker: str, tag: s
         await delete_rows(store, session_ids)
     finally:
         await store.close()
-    return assemble(options, saturation, phases["at_rate"], phases["at_saturation"], reference, fetch_only, notes)
+    return assemble(rate, saturation, phases["at_rate"], phases["at_saturation"], reference, fetch_only, notes)
 
 
-def assemble(options: StreamBenchOptions, saturation: dict[str, Any], at_rate: dict[str, Any],
+def assemble(rate: float, saturation: dict[str, Any], at_rate: dict[str, Any],
              at_saturation: dict[str, Any] | None, reference: dict[str, Any] | None,
              fetch_only: dict[str, Any] | None, notes: list[str]) -> dict[str, Any]:
     """The JSON result: the issue's keys at the top level, each phase's details below."""
     events_per_s = saturation["events_per_s"]
     result: dict[str, Any] = {"benchmark": "stream", "events_per_s": events_per_s}
-    p99_at_1000 = at_rate["freshness_ms_p99"] if options.rate == 1000 else None
-    if options.rate == 1000:
+    p99_at_1000 = at_rate["freshness_ms_p99"] if rate == 1000 else None
+    if rate == 1000:
         result["freshness_ms_p50_at_1000"] = at_rate["freshness_ms_p50"]
         result["freshness_ms_p99_at_1000"] = p99_at_1000
     saturated = at_saturation or {}
     result.update({
-        "rate": options.rate,
+        "rate": rate,
         **{f"freshness_ms_{q}_at_rate": at_rate[f"freshness_ms_{q}"] for q in ("p50", "p95", "p99", "max")},
         "saturation_rate": saturated.get("offered_rate"),
         "freshness_ms_p50_at_saturation": saturated.get("freshness_ms_p50"),
@@ -602,7 +466,6 @@ def assemble(options: StreamBenchOptions, saturation: dict[str, Any], at_rate: d
         "lost": saturation["lost"] + at_rate["lost"] + saturated.get("lost", 0),
         "worker_cpu_percent": saturation["worker_cpu_percent"],
         "worker_cpu_us_per_event": saturation["worker_cpu_us_per_event"],
-        "profiled": options.profile is not None,
         "saturation": saturation, "at_rate": at_rate, "at_saturation": at_saturation,
         "reference": reference, "reference_fetch_only": fetch_only,
         "targets": targets({"events_per_s": (TARGET_EVENTS_PER_S, events_per_s, lambda v, t: v >= t),
@@ -633,28 +496,18 @@ def render(result: dict[str, Any]) -> None:
                          "× reference": round(run["events_per_s"] / reference["events_per_s"], 3)
                          if reference and reference["events_per_s"] else None,
                          "CPU µs/event": run["cpu_us_per_event"], "steal %": run["cpu_steal_percent"]})
-    with wide_console(150):
-        print_table(f"saturation: backlog of {saturation['traffic']['events']:,} events, first to last event done",
-                    rows)
-        print_table("freshness: produced → visible in the online store (ms)", [
-            {"run": name, "offered/s": phase["offered_rate"], "sent/s": phase["achieved_rate"],
-             "visible/s": phase["visible_rate"], "events": phase["traffic"]["events"],
-             **{q: phase[f"freshness_ms_{q}"] for q in ("p50", "p95", "p99", "max")}, "lost": phase["lost"],
-             "poll every ms": phase["poll_interval_ms"], "send lag p99": phase["send_lag_ms_p99"],
-             "steal %": phase["cpu_steal_percent"]}
-            for name, phase in (("at rate", result["at_rate"]), ("near saturation", result["at_saturation"]))
-            if phase])
-        profile = saturation.get("profile")
-        if profile:
-            console.print(f"[bold]worker profile[/] ({profile['samples']} samples, {profile['file']}): event loop "
-                          f"idle {profile['idle']:.0%}, Faust's consumer thread {profile['consumer_thread']:.0%}")
-            print_table("worker profile: own samples by package", profile["own_by_package"])
-            print_table("worker profile: top functions by own samples", profile["own"])
-            print_table("worker profile: streamrec functions by cumulative samples", profile["project_cumulative"])
-        console.print(f"load average (1 min): {result['load_average_1m_at_start']} at start, "
-                      f"{result['load_average_1m']} at the end; CPU stolen by the hypervisor: "
-                      f"{result['cpu_steal_percent']}% (other jobs and steal inflate every figure)")
-        print_targets(result)
+    print_table(f"saturation: backlog of {saturation['traffic']['events']:,} events, first to last event done", rows)
+    print_table("freshness: produced → visible in the online store (ms)", [
+        {"run": name, "offered/s": phase["offered_rate"], "sent/s": phase["achieved_rate"],
+         "visible/s": phase["visible_rate"], "events": phase["traffic"]["events"],
+         **{q: phase[f"freshness_ms_{q}"] for q in ("p50", "p95", "p99", "max")}, "lost": phase["lost"],
+         "poll every ms": phase["poll_interval_ms"], "send lag p99": phase["send_lag_ms_p99"],
+         "steal %": phase["cpu_steal_percent"]}
+        for name, phase in (("at rate", result["at_rate"]), ("near saturation", result["at_saturation"])) if phase])
+    console.print(f"load average (1 min): {result['load_average_1m_at_start']} at start, "
+                  f"{result['load_average_1m']} at the end; CPU stolen by the hypervisor: "
+                  f"{result['cpu_steal_percent']}% (other jobs and steal inflate every figure)")
+    print_targets(result)
 
 
 @bench_app.command("stream")
@@ -668,13 +521,9 @@ def stream(
     )] = 0.9,
     poll_ms: Annotated[float, typer.Option(min=0.5, help="Pause between two polls of the online store.")] = 5.0,
     reference: Annotated[bool, typer.Option(help="Run the plain-consumer reference on the same backlog.")] = True,
-    profile: Annotated[Optional[Path], typer.Option(
-        help="py-spy the worker during the backlog drain; write the raw (collapsed) profile here.")] = None,
-    profile_seconds: Annotated[float, typer.Option(min=1, help="Length of the py-spy recording.")] = 10.0,
     seed: Seed = 0,
 ) -> None:
     """Events/s through Kafka → Faust → online store, and freshness (produced → visible), against a reference."""
-    options = StreamBenchOptions(events=events, rate=rate, duration_s=duration,
-                                 saturation_fraction=saturation_fraction, poll_ms=poll_ms, reference=reference,
-                                 profile=profile, profile_seconds=profile_seconds, seed=seed)
-    run_command(lambda: run_stream_bench(get_settings(), options), render, as_json)
+    run_command(lambda: run_stream_bench(get_settings(), events=events, rate=rate, duration=duration,
+                                         saturation_fraction=saturation_fraction, poll_ms=poll_ms,
+                                         reference=reference, seed=seed), render, as_json)

@@ -13,9 +13,7 @@ import pytest
 
 from bench.retrieval import (
     Catalogue,
-    RetrievalOptions,
     SessionSpec,
-    SyntheticSpec,
     Truth,
     exact_truth,
     recall_at_k,
@@ -31,8 +29,7 @@ REQUIRED_KEYS = {"items", "index", "build_s", "p50_ms", "p99_ms", "recall_at_100
 
 def _save_small_model(data_dir: Path, items: int = 400, dim: int = 16) -> ModelArtifacts:
     """A trained-looking model: clustered embeddings, a chain co-visitation graph, skewed popularity."""
-    catalogue = synthetic_catalogue(SyntheticSpec(items=items, dim=dim, items_per_cluster=20, items_per_topic=100,
-                                                  seed=7))
+    catalogue = synthetic_catalogue(items, dim, seed=7, items_per_cluster=20, items_per_topic=100)
     item_ids = np.arange(items, dtype=np.int64) * 3 + 11  # ids are not rows
     neighbours = np.roll(item_ids, -1)  # item i was co-visited with item i + 1
     model = ModelArtifacts(
@@ -91,9 +88,8 @@ def test_one_row_per_catalogue_is_the_products_choice(cli_result: dict) -> None:
 
 
 def test_synthetic_catalogue_is_deterministic_for_a_seed() -> None:
-    spec = SyntheticSpec(items=5000, dim=32)
-    first, again = synthetic_catalogue(spec), synthetic_catalogue(spec)
-    other = synthetic_catalogue(SyntheticSpec(items=5000, dim=32, seed=1))
+    first, again = synthetic_catalogue(5000, 32), synthetic_catalogue(5000, 32)
+    other = synthetic_catalogue(5000, 32, seed=1)
     assert np.array_equal(first.vectors, again.vectors) and np.array_equal(first.group_of, again.group_of)
     assert np.array_equal(first.popularity, again.popularity)
     assert not np.array_equal(first.vectors, other.vectors)
@@ -102,7 +98,7 @@ def test_synthetic_catalogue_is_deterministic_for_a_seed() -> None:
 
 
 def test_synthetic_items_are_clustered_not_isotropic() -> None:
-    catalogue = synthetic_catalogue(SyntheticSpec(items=5000, dim=64))
+    catalogue = synthetic_catalogue(5000, 64)
     truth = exact_truth(catalogue.vectors, catalogue.vectors[:200], 11)
     same_cluster = catalogue.group_of[truth.rows[:, 1:]] == catalogue.group_of[:200, None]
     assert same_cluster.mean() > 0.8  # nearest neighbours share the cluster
@@ -110,7 +106,7 @@ def test_synthetic_items_are_clustered_not_isotropic() -> None:
 
 
 def test_session_queries_are_unit_vectors_and_deterministic() -> None:
-    catalogue = synthetic_catalogue(SyntheticSpec(items=3000, dim=16))
+    catalogue = synthetic_catalogue(3000, 16)
     queries = session_queries(catalogue, 100, SessionSpec(), seed=3)
     assert queries.shape == (100, 16) and np.allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-5)
     assert np.array_equal(queries, session_queries(catalogue, 100, SessionSpec(), seed=3))
@@ -129,8 +125,8 @@ def test_recall_counts_misses_and_forgives_ties() -> None:
 
 
 def test_missing_model_is_skipped_with_a_note(tmp_path: Path) -> None:
-    result = run_retrieval_bench(Settings(data_dir=tmp_path), RetrievalOptions(
-        items=3000, queries=30, tuning_queries=30, index_types=("flat", "ivf")))
+    result = run_retrieval_bench(Settings(data_dir=tmp_path), items=3000, queries=30, tuning_queries=30,
+                                 index_types=("flat", "ivf"))
     assert any("no trained model" in note for note in result["notes"])
     assert [(e["catalogue"], e["index"]) for e in result["catalogues"]] == [("synthetic", "flat"), ("synthetic", "ivf")]
     assert result["catalogues"][0]["dim"] == 64

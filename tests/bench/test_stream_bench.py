@@ -11,13 +11,11 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.stream import (BENCH_ITEM_BASE, ITEM_POOL, MAX_SESSION_CLICKS, StreamBenchOptions, applied_rate,
-                          assemble, session_traffic, summarize_profile)
+from bench.stream import BENCH_ITEM_BASE, ITEM_POOL, MAX_SESSION_CLICKS, applied_rate, assemble, session_traffic
 from streamrec.events import SESSION_ID_PATTERN
 from streamrec.settings import Settings
 
@@ -67,27 +65,13 @@ def _phase(p50: float, p99: float) -> dict:
 
 @pytest.mark.parametrize("rate", [1000.0, 200.0])
 def test_result_names_freshness_at_1000_only_when_measured_at_1000(rate: float) -> None:
-    result = assemble(StreamBenchOptions(rate=rate), {"events_per_s": 6000.0, "lost": 0, "worker_cpu_percent": 90,
-                                                      "worker_cpu_us_per_event": 150},
+    result = assemble(rate, {"events_per_s": 6000.0, "lost": 0, "worker_cpu_percent": 90,
+                             "worker_cpu_us_per_event": 150},
                       _phase(30, 120), _phase(60, 300), {"events_per_s": 12000.0}, {"events_per_s": 1e5}, [])
     assert ("freshness_ms_p99_at_1000" in result) == (rate == 1000)
     assert result["freshness_ms_p99_at_rate"] == 120 and result["freshness_ms_p99_at_saturation"] == 300
     assert result["ratio_vs_reference"] == 0.5
     assert result["targets"]["events_per_s"]["met"] is True
-
-
-def test_profile_summary_charges_samples_to_leaves_and_project_functions(tmp_path: Path) -> None:
-    raw = tmp_path / "worker.raw"
-    raw.write_text(
-        "main (streamrec/cli.py:1);run_worker (streaming/app.py:2);process (streaming/processor.py:3);"
-        "write (streamrec/online_store.py:4);pack_command (redis/asyncio/connection.py:5) 3\n"
-        "main (streamrec/cli.py:1);run_worker (streaming/app.py:2);EpollSelector.select (selectors.py:6) 1\n"
-    )
-    summary = summarize_profile(raw)
-    assert summary["samples"] == 4 and summary["idle"] == 0.25
-    assert summary["own"][0] == {"function": "pack_command (redis/asyncio/connection.py)", "share": 0.75}
-    assert {"function": "write (streamrec/online_store.py)", "share": 0.75} in summary["project_cumulative"]
-    assert all("run_worker" not in row["function"] for row in summary["project_cumulative"])
 
 
 # --- end to end on the live stack ----------------------------------------------------------------
