@@ -262,23 +262,16 @@ def run_features_bench(settings: Settings, requests: int = 2000, items: int = 50
         _measure(settings, feast_store, catalogue, plan, warmup, server))
 
     result: dict[str, Any] = {"requests": requests, "items_per_request": items}
-    for path in PATHS:
+    for path in PATHS:  # p50_ms → <path>_ms_p50; None for a path not measured
         summary = latency_summary(timings[path]) if timings[path] else {}
-        for key, value in summary.items():  # p50_ms → <path>_ms_p50
-            result[f"{path}_ms_{key.removesuffix('_ms')}"] = value
-        if not summary:
-            result.update({f"{path}_ms_{q}": None for q in ("p50", "p95", "p99", "max")})
+        result.update({f"{path}_ms_{q}": summary.get(f"{q}_ms") for q in ("p50", "p95", "p99", "max")})
     for baseline, name in (("feast_sdk", "sdk"), ("feast_server", "server")):
-        for q in ("p50", "p99"):
+        for q, suffix in (("p50", ""), ("p99", "_p99")):
             ours, theirs = result[f"project_ms_{q}"], result[f"{baseline}_ms_{q}"]
-            suffix = "" if q == "p50" else "_p99"
-            result[f"speedup_vs_{name}{suffix}"] = (round(theirs / ours, 2) if ours and theirs else None)  # type: ignore[operator]
-    result["mismatches"] = sum(mismatches.values())
-    result["mismatches_sdk"] = mismatches["feast_sdk"]
-    result["mismatches_server"] = mismatches["feast_server"] if server else None
-    result["first_mismatch"] = first_mismatch
-    result.update(counts)
-    return result
+            result[f"speedup_vs_{name}{suffix}"] = round(theirs / ours, 2) if ours and theirs else None
+    return {**result, "mismatches": sum(mismatches.values()), "mismatches_sdk": mismatches["feast_sdk"],
+            "mismatches_server": mismatches["feast_server"] if server else None, "first_mismatch": first_mismatch,
+            **counts}
 
 
 def render(result: dict[str, Any]) -> None:

@@ -122,7 +122,8 @@ function setup(thread) table.insert(threads, thread) end
 
 function init(args)  -- args: the bodies file (one per line), the path
   for line in io.lines(args[1]) do
-    if #line > 0 then bodies[#bodies + 1] = wrk.format("POST", args[2], {["Content-Type"] = "application/json"}, line) end
+    if #line > 0 then bodies[#bodies + 1] = wrk.format("POST", args[2], {["Content-Type"] = "application/json"}, line)
+    end
   end
   position = math.random(#bodies) - 1
 end
@@ -225,7 +226,8 @@ async def _open_loop(url: str, bodies: Sequence[bytes], rate: float, duration_s:
             counts["fallback"] += b'"stage":"fallback_' in payload  # byte patterns: no parsing under load
             if b'"degraded":true' in payload:
                 counts["degraded"] += 1
-                tally(counts["degraded_reasons"], (r.split(":")[0] for r in json.loads(payload).get("degraded_reasons", [])))
+                reasons = json.loads(payload).get("degraded_reasons", [])
+                tally(counts["degraded_reasons"], (reason.split(":")[0] for reason in reasons))
 
         start = clock() + 0.05
         tasks = []
@@ -313,7 +315,8 @@ def check_responses(url: str, bodies: Sequence[str], reference_bodies: Sequence[
         for body in reference_bodies:
             answer = client.post(RECOMMEND_PATH, content=body)
             failed = f"http {answer.status_code}"
-            tally(counts["reference_stages"], [answer.json().get("stage", failed) if answer.status_code == 200 else failed])
+            tally(counts["reference_stages"],
+                  [answer.json().get("stage", failed) if answer.status_code == 200 else failed])
     return {**counts, "server_timings_mean_ms": {step: round(float(np.mean(v)), 3) for step, v in timings.items()},
             "server_timings_p50_ms": {step: round(float(np.median(v)), 3) for step, v in timings.items()}}
 
@@ -365,7 +368,8 @@ def run_serve_bench(settings: Settings, duration_s: float = 10.0, concurrency: t
 
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-serve-") as folder, \
             running_server(settings, url, workers=workers) as (base, pid):
-        script, recommend_file, reference_file = (Path(folder) / name for name in ("bench.lua", "recommend.jsonl", "reference.jsonl"))
+        script, recommend_file, reference_file = (Path(folder) / name
+                                                  for name in ("bench.lua", "recommend.jsonl", "reference.jsonl"))
         script.write_text(WRK_SCRIPT)
         recommend_file.write_text("\n".join(bodies) + "\n")
         reference_file.write_text("\n".join(reference_bodies) + "\n")
@@ -446,7 +450,8 @@ def render(result: dict[str, Any]) -> None:
     print_table(f"POST /recommend, closed loop (wrk -t1), model {result['model_version']}, "
                 f"{result['catalogue_items']:,} items, scorer {result['scorer']}",
                 [{"path": path, **{c: level[c] for c in columns}}
-                 for path, key in (("recommend", "levels"), ("reference", "reference_levels")) for level in result[key]])
+                 for path, key in (("recommend", "levels"), ("reference", "reference_levels"))
+                 for level in result[key]])
     print_table("recommend / reference (empty session → popular)", result["ratios"])
     if result["rate"]:
         keys = ("offered", "achieved", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "degraded", "fallback",

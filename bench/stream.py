@@ -56,10 +56,8 @@ class Traffic:
         return len(self.sessions)
 
     def expected_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for session_id, nth in zip(self.sessions, self.nth):
-            counts[session_id] = max(nth, counts.get(session_id, 0))
-        return counts
+        """Each session's click count once all its events are applied (its last click's number)."""
+        return dict(zip(self.sessions, self.nth))
 
     def describe(self, window: int = 2000) -> dict[str, float]:
         last: dict[str, int] = {}
