@@ -1,4 +1,5 @@
-"""`streamrec models`: list, promote, roll back, retire and route model versions (the registry's CLI).
+"""`streamrec models`: list, promote, roll back, retire and route model versions, and write a
+popularity baseline (the registry's CLI).
 
 Every running API process polls the models folder (STREAMREC_MODEL_POLL_S) and swaps to what these
 commands write in the background, without a restart.
@@ -120,4 +121,26 @@ def route(
     except RegistryError as exc:
         _fail(str(exc))
     arms = f" with {', '.join(config.arms)}" if config.arms else ""
-    console.print(f"routing: {config.policy} (champion {registry.champion()}{arms})")
+    console.print(f"routing: {config.policy} (champion {registry.champion()}{arms}), experiment {config.experiment}: "
+                  "its arms' online counters start at zero")
+
+
+@models_app.command()
+def baseline(
+    source: Annotated[Optional[str], typer.Option("--from", help="The version whose candidates it ranks "
+                                                   "(default: the champion).")] = None,
+) -> None:
+    """Write a popularity baseline beside a version: the same candidates, ranked by training
+    popularity alone (a control arm: `streamrec models route ab --arm <it>`)."""
+    from candidates.bundle import derive_popularity_baseline
+
+    registry = _registry()
+    source = source or registry.champion()
+    if source is None or not registry.exists(source):
+        _fail(f"no version {source!r}: see `streamrec models list`")
+    target = f"{source}-popularity"
+    if registry.exists(target):
+        _fail(f"{target} exists already")
+    derive_popularity_baseline(registry.models_dir / source, registry.models_dir / target)
+    console.print(f"model version [bold]{target}[/bold] written: route to it with "
+                  f"`streamrec models route ab --arm {target}` or `... bandit --arm {target}`")

@@ -21,18 +21,18 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from streamrec.artifacts import CURRENT, META, RANKER_META, current_version, set_current_version
+from streamrec.impressions import DEFAULT_EXPERIMENT, POLICIES
 
 HISTORY = "HISTORY"
 ROUTING = "ROUTING.json"
 RETIRED = "RETIRED"
 LOCK = ".registry.lock"
-POLICIES = ("single", "ab", "shadow", "bandit")
 
 
 class RegistryError(ValueError):
@@ -44,12 +44,15 @@ class RoutingConfig:
     """Which versions answer besides the champion (`arms`) and how traffic is shared.
 
     `weights` (ab only) are the arms' traffic shares *with the champion first*: one weight per
-    version in `[champion, *arms]`; None = equal shares.
+    version in `[champion, *arms]`; None = equal shares. `experiment` names this routing: every
+    `set_routing` starts a new one, whose arms' online counters (and the bandit's posterior) start
+    at zero; impressions carry it.
     """
 
     policy: str = "single"
     arms: tuple[str, ...] = ()
     weights: tuple[float, ...] | None = None
+    experiment: str = DEFAULT_EXPERIMENT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arms", tuple(self.arms))
@@ -89,20 +92,24 @@ class RoutingConfig:
         if not keep:
             return RoutingConfig()
         weights = None if self.weights is None else (self.weights[0], *(self.weights[i + 1] for i in keep))
-        return RoutingConfig(self.policy, tuple(self.arms[i] for i in keep), weights)
+        return RoutingConfig(self.policy, tuple(self.arms[i] for i in keep), weights, self.experiment)
+
+    def without_experiment(self) -> "RoutingConfig":
+        """The routing alone, to compare two configs whatever experiment each one started."""
+        return replace(self, experiment=DEFAULT_EXPERIMENT)
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy": self.policy, "arms": list(self.arms),
-                "weights": None if self.weights is None else list(self.weights)}
+                "weights": None if self.weights is None else list(self.weights), "experiment": self.experiment}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RoutingConfig":
-        unknown = set(data) - {"policy", "arms", "weights"}
+        unknown = set(data) - {"policy", "arms", "weights", "experiment"}
         if unknown:
             raise RegistryError(f"unknown routing fields: {', '.join(sorted(unknown))}")
         weights = data.get("weights")
         return cls(str(data.get("policy", "single")), tuple(str(a) for a in data.get("arms") or ()),
-                   None if weights is None else tuple(weights))
+                   None if weights is None else tuple(weights), str(data.get("experiment") or DEFAULT_EXPERIMENT))
 
 
 @dataclass(frozen=True)
@@ -233,6 +240,9 @@ class ModelRegistry:
             _atomic_write(self.models_dir / version / RETIRED, json.dumps({"when": _now()}) + "\n")
 
     def set_routing(self, config: RoutingConfig) -> RoutingConfig:
+        """Store `config` as a new experiment (its own id, so its counters start at zero); returns it."""
+        config = replace(config, experiment=f"{config.policy}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-"
+                                            f"{os.urandom(2).hex()}")
         with self._lock():
             self.check_routing(config)
             self.models_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from tests.unit.test_model_registry import write_version
 from tests.unit.test_recommender import FakeStore, recommender, tiny_model
 
 
+
 class FakeRecommender:
     def __init__(self, version: str) -> None:
         self.model_version = version
@@ -72,7 +73,7 @@ async def test_start_loads_the_champion_and_the_arms_warmed_up(registry: ModelRe
     try:
         assert pool.champion.model_version == "v1" and pool.champion.warmed
         assert pool.versions == ["v1", "v2"] and pool.get("v2").warmed and pool.get("v3") is None
-        assert pool.routing == RoutingConfig("ab", ("v2",))
+        assert pool.routing.without_experiment() == RoutingConfig("ab", ("v2",))
     finally:
         await pool.close()
 
@@ -177,7 +178,7 @@ async def test_start_fails_without_a_loadable_champion_but_serves_without_a_brok
     pool = pool_for(registry, loader)
     await pool.start()
     await pool.close()
-    assert pool.versions == ["v1", "v2"] and pool.routing == RoutingConfig("ab", ("v2",), (2.0, 1.0))
+    assert pool.versions == ["v1", "v2"] and pool.routing.without_experiment() == RoutingConfig("ab", ("v2",), (2.0, 1.0))
     loader.broken = {"v1"}
     with pytest.raises(OSError, match="corrupt"):
         await pool_for(registry, loader).start()

@@ -12,6 +12,7 @@ from streamrec.artifacts import CURRENT, META, RANKER_META, current_version, set
 from streamrec.model_registry import HISTORY, ROUTING, ModelRegistry, RegistryError, RoutingConfig
 
 
+
 def write_version(models: Path, version: str, *, hr: float | None = 0.5, complete: bool = True,
                   trained_at: str = "2026-01-01T00:00:00+00:00") -> None:
     folder = models / version
@@ -93,10 +94,10 @@ def test_rollback_refuses_a_retired_previous_champion(registry: ModelRegistry) -
 
 
 def test_routing_defaults_to_single_and_round_trips(registry: ModelRegistry) -> None:
-    assert registry.routing() == RoutingConfig("single", (), None)
+    assert registry.routing().without_experiment() == RoutingConfig("single", (), None)
     config = RoutingConfig("ab", ("v2", "v3"), (2.0, 1.0, 1.0))
-    registry.set_routing(config)
-    assert registry.routing() == config
+    stored = registry.set_routing(config)
+    assert registry.routing() == stored and stored.without_experiment() == config
     assert config.shares == (0.5, 0.25, 0.25)
     assert RoutingConfig("ab", ("v2",)).shares == (0.5, 0.5)
 
@@ -130,9 +131,9 @@ def test_an_arm_cannot_be_retired_and_promoting_an_arm_takes_it_out_of_the_arms(
     with pytest.raises(RegistryError, match="arm"):
         registry.retire("v2")
     registry.promote("v2")
-    assert registry.routing() == RoutingConfig("ab", ("v3",), (1.0, 3.0))
+    assert registry.routing().without_experiment() == RoutingConfig("ab", ("v3",), (1.0, 3.0))
     registry.promote("v3")
-    assert registry.routing() == RoutingConfig()
+    assert registry.routing().without_experiment() == RoutingConfig()
 
 
 def test_versions_carry_status_and_offline_report(registry: ModelRegistry) -> None:
@@ -171,3 +172,12 @@ def test_writes_replace_files_whole_and_leave_no_temporary_files(registry: Model
     assert replaced == [ROUTING, CURRENT, "RETIRED"]
     assert not [p for p in registry.models_dir.rglob("*.tmp")]
     assert (registry.models_dir / HISTORY).read_text().count("\n") == 2
+
+
+def test_every_routing_change_starts_a_new_experiment(tmp_path) -> None:
+    registry = ModelRegistry(tmp_path)
+    assert registry.routing().experiment == "default"
+    first = registry.set_routing(RoutingConfig("single"))
+    second = registry.set_routing(RoutingConfig("single"))
+    assert first.experiment.startswith("single-") and first.experiment != second.experiment
+    assert registry.routing() == second

@@ -13,6 +13,7 @@ from streamrec.model_registry import ModelRegistry, RoutingConfig
 from streamrec.settings import get_settings
 from tests.unit.test_model_registry import write_version
 
+
 runner = CliRunner()
 
 
@@ -34,11 +35,12 @@ def models(*args: str):
 
 
 def test_list_json_shows_every_version_with_status_and_report(registry: ModelRegistry) -> None:
-    registry.set_routing(RoutingConfig("shadow", ("v3",)))
+    experiment = registry.set_routing(RoutingConfig("shadow", ("v3",))).experiment
     result = models("list", "--json")
     assert result.exit_code == 0, result.output
     listed = json.loads(result.stdout.strip().splitlines()[-1])
-    assert listed["champion"] == "v1" and listed["routing"] == {"policy": "shadow", "arms": ["v3"], "weights": None}
+    assert listed["champion"] == "v1" and listed["routing"] == {
+        "policy": "shadow", "arms": ["v3"], "weights": None, "experiment": experiment}
     assert [(v["version"], v["status"], v["hr_at_20"]) for v in listed["versions"]] == [
         ("v1", "champion", 0.4), ("v2", "candidate", 0.5), ("v3", "arm", pytest.approx(0.6))]
     assert listed["versions"][0]["training_s"] == 12.5 and listed["versions"][0]["data_first"]
@@ -58,7 +60,7 @@ def test_promote_rollback_retire_route_change_the_registry(registry: ModelRegist
     assert registry.champion() == "v1"
     result = models("route", "ab", "--arm", "v2", "--weight", "3", "--weight", "1")
     assert result.exit_code == 0, result.output
-    assert registry.routing() == RoutingConfig("ab", ("v2",), (3.0, 1.0))
+    assert registry.routing().without_experiment() == RoutingConfig("ab", ("v2",), (3.0, 1.0))
     assert models("route", "single").exit_code == 0
     assert models("retire", "v3").exit_code == 0 and registry.is_retired("v3")
 
@@ -77,4 +79,13 @@ def test_refusals_exit_2_with_one_line_saying_why(registry: ModelRegistry, args:
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
-    assert registry.champion() == "v1" and registry.routing() == RoutingConfig()
+    assert registry.champion() == "v1" and registry.routing().without_experiment() == RoutingConfig()
+
+
+def test_baseline_writes_a_popularity_version_beside_the_champion(registry: ModelRegistry) -> None:
+    result = models("baseline")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((registry.models_dir / "v1-popularity" / "meta.json").read_text())
+    assert (meta["version"], meta["scorer"], meta["baseline_of"]) == ("v1-popularity", "popularity", "v1")
+    assert "v1-popularity" in [v.version for v in registry.versions()]
+    assert models("baseline").exit_code == 2  # versions are immutable: not written twice
