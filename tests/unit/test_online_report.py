@@ -166,3 +166,25 @@ def test_the_three_plots_are_written(tmp_path):
     assert set(paths) == {"traffic_share", "ctr", "cumulative_reward"}
     for path in paths.values():
         assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_operations_view_shows_each_arms_share_and_ctr_with_the_same_interval():
+    from serving.ops import online_ops
+    from serving.routing import Router
+    from streamrec.arm_stats import ArmStats
+    from streamrec.model_registry import RoutingConfig
+
+    router = Router("champ", RoutingConfig("ab", ("chall",), (3.0, 7.0), experiment="exp"))
+    router.update({"champ": ArmStats("champ", impressions=10, clicked=3), "chall": ArmStats("chall")})
+    online = online_ops(router)
+    assert (online.policy, online.experiment) == ("ab", "exp")
+    champ, chall = online.arms
+    assert (champ.version, champ.champion, champ.share, champ.impressions, champ.clicked, champ.ctr) == (
+        "champ", True, pytest.approx(0.3), 10, 3, 0.3)
+    assert (champ.ctr_low, champ.ctr_high) == pytest.approx(ctr_interval(3, 10))
+    assert (chall.share, chall.impressions, chall.ctr, chall.ctr_low) == (pytest.approx(0.7), 0, None, None)
+
+    shadow = Router("champ", RoutingConfig("shadow", ("chall",)))
+    shadow.update({"chall": ArmStats("chall", shadow_impressions=4, shadow_clicked=1)})
+    chall = online_ops(shadow).arms[1]
+    assert (chall.shadow, chall.share, chall.impressions, chall.clicked) == (True, 0.0, 4, 1)
