@@ -34,6 +34,9 @@ app.add_typer(models_app, name="models")
 from cli.report import report_app  # noqa: E402
 
 app.add_typer(report_app, name="report")
+from cli.simulate import simulate  # noqa: E402
+
+app.command()(simulate)
 
 
 def _settings() -> Settings:

@@ -124,6 +124,11 @@ def create_app(settings: Settings) -> faust.App:
             await attribution.record(impressions=valid)
             processed.done((e.message.topic, e.message.partition, e.message.offset) for e in events)
 
+    @app.timer(interval=1.0)
+    async def decide_settled_clicks() -> None:
+        """Clicks whose impression can no longer arrive (a session's last click, or none at all)."""
+        await attribution.sweep()
+
     @app.timer(interval=min(60.0, settings.session_idle_s / 4))
     async def evict_idle_sessions() -> None:
         """A session idle for `session_idle_s` is over: its state leaves the worker's memory (its
