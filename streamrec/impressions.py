@@ -49,7 +49,7 @@ class Impression:
             "request_id": self.request_id, "session_id": self.session_id, "ts": self.ts,
             "model_version": self.model_version, "policy": self.policy, "propensity": self.propensity,
             "stage": self.stage, "degraded": self.degraded, "items": list(self.items),
-            "scores": [round(v, 6) for v in self.scores], "shadow": self.shadow,
+            "scores": list(self.scores), "shadow": self.shadow,
             "experiment": self.experiment,
         }, separators=(",", ":")).encode()
 

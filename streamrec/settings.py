@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     model_poll_s: float = Field(
         2.0, gt=0, le=300, description="How often each API process looks for a new champion or routing in the "
         "models folder; a change is loaded in the background and swapped in without a restart.")
+    impression_log: bool = Field(
+        True, description="Log every /recommend answer to the impressions topic (the inference log); off: no "
+        "rewards, no bandit learning, no online report.")
     impression_buffer: int = Field(
         10000, ge=1, description="Impressions an API process holds for Kafka; when Kafka is slower or down, "
         "newer ones are dropped and counted (the answer never waits for the log).")

@@ -43,7 +43,8 @@ async def recommend(body: RecommendRequest, models: ModelPool = Depends(get_mode
     request_id = new_request_id()
     result = await recommender.recommend(body.session_id, body.k, body.session_items, body.exclude_seen)
     now = time.time()
-    impressions.log(impression(request_id, body.session_id, now, decision, decision.version, result))
+    if impressions.enabled:
+        impressions.log(impression(request_id, body.session_id, now, decision, decision.version, result))
     if decision.shadow is not None:
         shadow_score(state.recommenders[decision.shadow], impressions, body, request_id, now, decision,
                      models.settings.max_shadow_tasks)

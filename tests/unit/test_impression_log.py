@@ -6,7 +6,7 @@ import asyncio
 
 
 from serving import metrics
-from serving.impression_log import ImpressionLog
+from serving.impression_log import ImpressionLog, session_partition
 from streamrec.impressions import Impression
 from streamrec.settings import Settings
 
@@ -19,11 +19,27 @@ def dropped(reason: str) -> float:
     return metrics.IMPRESSIONS_DROPPED.labels(reason)._value.get()
 
 
-class FakeProducer:
-    """Takes records once `open` is set; `fail` makes every send raise (a broker gone)."""
+class FakeBatch:
+    def __init__(self, capacity: int) -> None:
+        self.records: list[tuple[bytes, bytes]] = []
+        self.capacity = capacity
 
-    def __init__(self, open_: asyncio.Event, fail: bool = False) -> None:
+    def append(self, *, key: bytes, value: bytes, timestamp: float | None) -> object | None:
+        if len(self.records) == self.capacity:
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+
+class FakeProducer:
+    """Takes batches once `open` is set; `fail` makes every send raise (a broker gone)."""
+
+    def __init__(self, open_: asyncio.Event, fail: bool = False, batch_capacity: int = 4) -> None:
         self.open, self.fail, self.sent = open_, fail, []
+        self.batch_capacity = batch_capacity
 
     async def start(self) -> None:
         if not self.open.is_set():
@@ -32,10 +48,18 @@ class FakeProducer:
     async def stop(self) -> None:
         pass
 
-    async def send(self, topic: str, value: bytes, key: bytes):  # noqa: ANN201
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.batch_capacity)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int):  # noqa: ANN201
         if self.fail:
             raise TimeoutError("accumulator full")
-        self.sent.append((topic, key, Impression.from_bytes(value)))
+        for key, value in batch.records:
+            assert session_partition(key, 3) == partition  # keyed like the clicks
+            self.sent.append((topic, key, Impression.from_bytes(value)))
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -50,11 +74,15 @@ async def test_records_reach_the_topic_keyed_by_session_in_order() -> None:
         log.log(impression(n))
     for _ in range(100):
         await asyncio.sleep(0.001)
-        if len(producer.sent) == 50:
+        if len(producer.sent) == 50 and log.buffered == 0:
             break
     await log.close()
-    assert [(t, k, i.request_id) for t, k, i in producer.sent] == [
-        ("imp-t", f"s{n % 7}".encode(), f"r{n}") for n in range(50)]
+    # every record once, keyed by session, each session's records in order (batches go per partition)
+    assert sorted((i.request_id for _, _, i in producer.sent), key=lambda r: int(r[1:])) == [f"r{n}" for n in range(50)]
+    assert all(t == "imp-t" and k == i.session_id.encode() for t, k, i in producer.sent)
+    for session in {i.session_id for _, _, i in producer.sent}:
+        mine = [int(i.request_id[1:]) for _, _, i in producer.sent if i.session_id == session]
+        assert mine == sorted(mine)
 
 
 async def test_while_kafka_is_unreachable_the_buffer_is_bounded_and_overflow_counted(monkeypatch) -> None:
@@ -72,7 +100,7 @@ async def test_while_kafka_is_unreachable_the_buffer_is_bounded_and_overflow_cou
         await asyncio.sleep(0.005)
         if len(producer.sent) == 10:
             break
-    assert [i.request_id for _, _, i in producer.sent] == [f"r{n}" for n in range(10)]
+    assert sorted(int(i.request_id[1:]) for _, _, i in producer.sent) == list(range(10))
     await log.close()
 
 
