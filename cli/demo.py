@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bench.common import Message, ScheduledProducer, answers, click_counts, observe, start_service
@@ -235,10 +236,18 @@ async def _replay_phase(settings: Settings, options: DemoOptions, store: OnlineS
     queries = {"latency_ms": [], "server_ms": [], "stages": {}, "errors": 0}
     with contextlib.ExitStack() as stack_of:
         load = stack_of.enter_context(RecommendLoad(settings, options.recommend_rate)) if query else None
+        bar = stack_of.enter_context(Progress(TextColumn("clicks applied"), BarColumn(), MofNCompleteColumn(),
+                                              TimeElapsedColumn(), console=console, transient=True))
+        task = bar.add_task("replay", total=clicks)
         producer = stack_of.enter_context(ScheduledProducer(settings, messages, options.rate, linger_ms=2))
         t0 = producer.start()
-        visibility = await observe(store, sessions, t0, options.rate, POLL_INTERVAL_S,
-                                   on_poll=(lambda seen: load.offer(seen.live_sessions)) if load else None)
+
+        def on_poll(seen) -> None:  # noqa: ANN001 - bench.common.Visibility
+            bar.update(task, completed=len(seen.live_sessions))  # one entry per click seen applied
+            if load:
+                load.offer(seen.live_sessions)
+
+        visibility = await observe(store, sessions, t0, options.rate, POLL_INTERVAL_S, on_poll=on_poll)
         report = producer.report()
         if load:
             queries = load.finish()
