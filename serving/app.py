@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from serving import metrics
 from serving.body_limit import BodySizeLimit
 from serving.bundle import load_recommender
 from serving.event_sink import EventSink
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # stall every few thousand requests that showed as p99 spikes in the soak test.
         gc.collect()
         gc.freeze()
+        metrics.time_gc_pauses()
         watcher = asyncio.create_task(watch_dependencies(store, app.state.event_sink))  # streamrec_dependency_up
         try:
             yield

@@ -7,8 +7,10 @@ With several workers each process counts in its own files under PROMETHEUS_MULTI
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
@@ -27,6 +29,28 @@ EVENTS = Counter("streamrec_api_events_total", "Click events received by POST /e
 # (reporting one forever); its stale value is always older than the live workers' fresh ones.
 DEPENDENCY_UP = Gauge("streamrec_dependency_up", "1 if the API reaches the dependency (redis, kafka), else 0.",
                       ["dependency"], multiprocess_mode="mostrecent")
+GC_PAUSE = Histogram(
+    "streamrec_api_gc_pause_seconds",
+    "Pauses of the API process for its garbage collector's generation 1 and 2 collections: every request "
+    "in flight waits them out (generation 0 collections are too short and frequent to time).",
+    ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+_gc_started: list[float] = []
+
+
+def _time_gc(phase: str, info: dict) -> None:
+    if info["generation"] == 0:
+        return
+    if phase == "start":
+        _gc_started[:] = [time.perf_counter()]
+    elif _gc_started:
+        GC_PAUSE.labels(str(info["generation"])).observe(time.perf_counter() - _gc_started.pop())
+
+
+def time_gc_pauses() -> None:
+    """Time the collector's pauses in this process (idempotent): a stall no request log explains."""
+    if _time_gc not in gc.callbacks:
+        gc.callbacks.append(_time_gc)
 
 
 def use_multiprocess_dir(folder: Path) -> None:
