@@ -9,6 +9,18 @@ runs 300 s (five minutes). The windows are a minute long whatever the length: a 
 p99 rests on too few requests (CI once ran five 24 s windows, and one of them read 42 ms against a
 27 ms median: a few stalls of tens of ms on this 2-core machine, not a degradation over time).
 
+Stalls outside the service are measured, not guessed, and left out of the p99 (both p99s are
+printed): a hiccup meter process (`tests/faults/hiccups.py`, the jHiccup idea: an idle process
+that wakes every millisecond) records when the machine stalled, and the load generator meters its
+own event loop. One such stall of half a second delays a few hundred requests (every request is
+timed from its scheduled send) and alone lifts a minute's p99 by half: CI failed once with minute
+p99s [15.1, 13.5, 9.4, 22.9, 20.3] ms, worst 570 ms, on the same tree that had passed the run
+before. Requests scheduled from just before such a stall to as long again after it are left out;
+a window with more than 2% of its requests left out fails as "too noisy to judge", so the
+exclusion cannot hide a service that is slow for long. A stall of the API or the worker alone is
+not seen by the meters and counts in full. `STREAMREC_SOAK_DUMP=path` writes every `/recommend`
+latency, the stalls and each process's CPU every 0.5 s to a JSON file for diagnosis.
+
 Why a 30 s session idle window: the worker's session state is bounded by the sessions of one idle
 window (`STREAMREC_SESSION_IDLE_S`, 1800 s by default), so its memory is flat only once eviction
 runs. With 30 s, the warm-up (two idle windows) fills the state to its level and eviction (every
@@ -19,23 +31,28 @@ during the run > 0), so flat memory means "state bounded by eviction", not "too 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 
 import aiohttp
+import httpx
 import numpy as np
 import psutil
 import pytest
 
 from streamrec.artifacts import load_current
 from infra import process
+from serving.ops import Buckets, parse, total
 from streamrec.settings import Settings
 from tests.conftest import CLI
 from tests.faults.conftest import worker_metrics
+from tests.faults.hiccups import LoopLag, Meter
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(1200)]
 
@@ -47,7 +64,14 @@ SATURATION_CONCURRENCY = 16
 WINDOW_S = 60.0  # the README's "every minute"
 MIN_WINDOWS = 4
 MEMORY_TOLERANCE = 0.10  # each window's memory within 10% of the median window's
-P99_FACTOR = 1.5  # each window's p99 at most 1.5x the median window's
+P99_FACTOR = 2.0  # a window is slower only if its p99 is over 2x the median window's ...
+P99_SLACK_MS = 10.0  # ... and over it by more than 10 ms: on the shared 2-core VM, minutes of an unchanged
+# tree differ by up to 1.9x and 17.7 ms with no stall in the service or the machine ([19.7, 30.8, 37.4,
+# 13.6, 14.2] in a fresh-clone CI run: the slow minutes' API took 11% more CPU per request at the same
+# rate, i.e. the host ran slower); a leak or a growing queue exceeds both, and no minute may pass the
+# latency budget at all
+STALL_MARGIN_S = 0.05  # requests in flight when a stall outside the service began
+MAX_LEFT_OUT = 0.02  # a window with more of its requests inside such stalls cannot be judged
 
 
 class Traffic:
@@ -101,14 +125,17 @@ async def saturation_rate(base: str, traffic: Traffic) -> float:
     return done / SATURATION_S
 
 
-async def open_loop(base: str, traffic: Traffic, rate: float, seconds: float,
-                    on_tick=None) -> list[tuple[float, str, int, float]]:
-    """Send at `rate`/s on schedule for `seconds`; (scheduled time, path, status, latency from the
-    scheduled time, so a stall is charged to every request it delays)."""
+async def open_loop(base: str, traffic: Traffic, rate: float, seconds: float, on_tick=None,
+                    lag: LoopLag | None = None) -> tuple[float, list[tuple[float, str, int, float]]]:
+    """Send at `rate`/s on schedule for `seconds`; (start on the monotonic clock, [(scheduled time
+    since start, path, status, latency from the scheduled time)]: a stall is charged to every
+    request it delays). `lag` meters this loop's own stalls meanwhile."""
     results: list[tuple[float, str, int, float]] = []
     pending: set[asyncio.Task] = set()
     start = time.perf_counter()
     next_tick = start
+    if lag is not None:
+        lag.start()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
                                      connector=aiohttp.TCPConnector(limit=256)) as http:
         async def one(scheduled: float, path: str, body: bytes) -> None:
@@ -131,7 +158,34 @@ async def open_loop(base: str, traffic: Traffic, rate: float, seconds: float,
                 on_tick(time.perf_counter() - start)
                 next_tick += WINDOW_S / 4
         await asyncio.gather(*pending)
-    return results
+    if lag is not None:
+        lag.stop()
+    return start, results
+
+
+class CpuTracer(threading.Thread):
+    """CPU seconds of each process every 0.5 s (monotonic time, {name: cpu}), for diagnosis."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            row = {}
+            for name, proc in self.procs.items():
+                try:
+                    times = proc.cpu_times()
+                    row[name] = times.user + times.system
+                except psutil.Error:
+                    pass
+            self.samples.append((time.monotonic(), row))
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
 
 
 def rss_mb(pid: int) -> float:
@@ -155,14 +209,58 @@ def sessions_evicted(settings: Settings) -> float:
     return worker_metrics(settings).get("sessions_evicted", 0.0)
 
 
-def window_p99(results: list[tuple[float, str, int, float]], windows: int) -> list[float]:
-    """`/recommend` p99 (ms) of each window, requests placed by their scheduled time."""
-    p99 = []
+def excluded_spans(stalls: list[tuple[float, float]], start: float) -> list[tuple[float, float]]:
+    """Scheduled-time spans (since `start`) whose requests a stall outside the service delayed:
+    from just before the stall (requests in flight) to as long again after it (the backlog drains
+    at the spare half of the capacity, as fast as it built up)."""
+    return [(s - start - STALL_MARGIN_S, e - start + (e - s) + STALL_MARGIN_S) for s, e in stalls]
+
+
+def window_p99(results: list[tuple[float, str, int, float]], windows: int,
+               spans: list[tuple[float, float]] = ()) -> tuple[list[float], list[float]]:
+    """Per window: `/recommend` p99 (ms), requests placed by their scheduled time, leaving out the
+    ones scheduled within `spans`; and the share of the window's requests left out."""
+    p99, left_out = [], []
     for w in range(windows):
-        latencies = [ms for t, path, _, ms in results
-                     if path == "/recommend" and w * WINDOW_S <= t < (w + 1) * WINDOW_S]
-        p99.append(float(np.percentile(latencies, 99)))
-    return p99
+        window = [(t, ms) for t, path, _, ms in results
+                  if path == "/recommend" and w * WINDOW_S <= t < (w + 1) * WINDOW_S]
+        kept = [ms for t, ms in window if not any(a <= t <= b for a, b in spans)]
+        p99.append(float(np.percentile(kept, 99)))
+        left_out.append(1 - len(kept) / len(window))
+    return p99, left_out
+
+
+def slow_windows(p99: list[float], budget_ms: float) -> list[int]:
+    """Windows slower than the median window (by both P99_FACTOR and P99_SLACK_MS) or over the
+    per-request latency budget."""
+    median = float(np.median(p99))
+    bound = min(max(P99_FACTOR * median, median + P99_SLACK_MS), budget_ms)
+    return [w for w, v in enumerate(p99) if v > bound]
+
+
+def worst_seconds(results: list[tuple[float, str, int, float]], window: int, top: int = 5) -> list[tuple[int, float]]:
+    """The `top` seconds of a window by their slowest `/recommend` (second since start, ms)."""
+    slowest: dict[int, float] = {}
+    for t, path, _, ms in results:
+        if path == "/recommend" and window * WINDOW_S <= t < (window + 1) * WINDOW_S:
+            slowest[int(t)] = max(slowest.get(int(t), 0.0), ms)
+    return sorted(((sec, round(ms)) for sec, ms in slowest.items()), key=lambda x: -x[1])[:top]
+
+
+GC_PAUSE = "streamrec_api_gc_pause_seconds"
+
+
+def api_gc_pauses(api: str) -> tuple[Buckets | None, float]:
+    """The API's collector pauses so far: their histogram (None before the first) and seconds in all."""
+    samples = parse(httpx.get(f"{api}/metrics", timeout=5).text)
+    return Buckets.of(samples, GC_PAUSE), total(samples, f"{GC_PAUSE}_sum") or 0.0
+
+
+def window_rate(series: list[tuple[float, float]], windows: int) -> list[float]:
+    """Per window, the growth per second of a cumulative series (CPU seconds: cores in use)."""
+    def at(t: float) -> float:
+        return min(series, key=lambda point: abs(point[0] - t))[1]
+    return [(at((w + 1) * WINDOW_S) - at(w * WINDOW_S)) / WINDOW_S for w in range(windows)]
 
 
 def window_memory(series: list[tuple[float, float]], windows: int) -> list[float]:
@@ -185,37 +283,76 @@ def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
     asyncio.run(open_loop(api, traffic, rate, WARMUP_S))
 
     memory: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in [*pids, "loadgen", "steal"]}
 
     def sample(elapsed: float) -> None:
         for name, pid in pids.items():
             memory[name].append((elapsed, rss_mb(pid)))
+        for name, pid in [*pids.items(), ("loadgen", os.getpid())]:
+            times = psutil.Process(pid).cpu_times()
+            cpu[name].append((elapsed, times.user + times.system))
+        cpu["steal"].append((elapsed, getattr(psutil.cpu_times(), "steal", 0.0)))
 
+    # The load generator's own full GC passes over everything pytest imported stalled its loop for
+    # ~200 ms (seen by LoopLag in two local runs): freeze that heap, as the API does at start-up.
+    gc.collect()
+    gc.freeze()
     evicted_before = sessions_evicted(live_settings)
+    meter, lag = Meter(SOAK_S + 120), LoopLag()
+    tracer = CpuTracer({name: pid for name, pid in [*((n, process.is_running(n, live_settings)) for n in
+                        process.pid_names(live_settings)), ("worker", soak_worker), ("loadgen", os.getpid())] if pid})
+    tracer.start()
     sample(0.0)
-    results = asyncio.run(open_loop(api, traffic, rate, SOAK_S, on_tick=sample))
+    gc_before = api_gc_pauses(api)
+    start, results = asyncio.run(open_loop(api, traffic, rate, SOAK_S, on_tick=sample, lag=lag))
     sample(SOAK_S)
+    tracer.stop()
+    gc_after, gc_seconds = api_gc_pauses(api)
+    gc_pauses = gc_after.since(gc_before[0]) if gc_after else None
+    gc_over_50ms = gc_pauses.count - gc_pauses.counts[gc_pauses.bounds.index(0.05)] if gc_pauses else 0.0
+    machine_stalls = meter.stop()
     evicted = sessions_evicted(live_settings) - evicted_before
 
     errors = [(t, path, status) for t, path, status, _ in results
               if status != (202 if path == "/events" else 200)]
-    p99 = window_p99(results, windows)
+    raw_p99, _ = window_p99(results, windows)
+    spans = excluded_spans(machine_stalls + lag.stalls, start)
+    p99, left_out = window_p99(results, windows, spans)
     p99_median = float(np.median(p99))
+    budget_ms = live_settings.latency_budget_ms
     mb = {name: window_memory(series, windows) for name, series in memory.items()}
     mb_median = {name: float(np.median(levels)) for name, levels in mb.items()}
     mb_off = {name: max(abs(v / mb_median[name] - 1) for v in levels) for name, levels in mb.items()}
+    cores = {name: window_rate(series, windows) for name, series in cpu.items()}
     worst = max(ms for *_, ms in results)
     events = sum(p == "/events" for _, p, _, _ in results)
     print(f"\nFIGURES case=8 soak injected='{SOAK_S:.0f}s mixed traffic at {rate:.0f} req/s (half of the "
           f"{saturation:.0f} req/s saturation), session idle {IDLE_S}s' requests={len(results)} events={events} "
           f"errors={len(errors)} windows={windows}x{WINDOW_S:.0f}s "
           f"p99_ms={[round(v, 1) for v in p99]} (median {p99_median:.1f}, max/median "
-          f"{max(p99) / p99_median:.2f}, bound {P99_FACTOR:g}) worst_ms={worst:.1f} "
+          f"{max(p99) / p99_median:.2f}, over by {max(p99) - p99_median:.1f} ms; slower means over "
+          f"{P99_FACTOR:g}x and {P99_SLACK_MS:g} ms, budget {budget_ms:g} ms) raw_p99_ms={[round(v, 1) for v in raw_p99]} "
+          f"stalls_outside_service={len(machine_stalls)} machine+{len(lag.stalls)} loadgen "
+          f"(longest {max([e - s for s, e in machine_stalls + lag.stalls], default=0) * 1000:.0f} ms, "
+          f"requests left out per window {[f'{v:.2%}' for v in left_out]}) worst_ms={worst:.1f} "
           + " ".join(f"{name}_mb={[round(v) for v in levels]} (max off median {mb_off[name]:+.1%}, "
                      f"bound {MEMORY_TOLERANCE:.0%})" for name, levels in mb.items())
-          + f" sessions_evicted_in_run={evicted:.0f}")
+          + " cores=" + json.dumps({name: [round(v, 2) for v in levels] for name, levels in cores.items()})
+          + f" sessions_evicted_in_run={evicted:.0f} api_gc_pauses_gen1_2={gc_over_50ms:.0f} over 50 ms "
+          f"({gc_pauses.count if gc_pauses else 0:.0f} collections, "
+          f"{(gc_seconds - gc_before[1]) * 1000:.0f} ms paused in all)")
+    if os.environ.get("STREAMREC_SOAK_DUMP"):
+        with open(os.environ["STREAMREC_SOAK_DUMP"], "w") as out:
+            json.dump({"start": start, "results": [r for r in results if r[1] == "/recommend"],
+                       "machine_stalls": machine_stalls, "loadgen_stalls": lag.stalls,
+                       "cpu_1s": tracer.samples}, out)
     assert not errors, errors[:10]
     assert evicted > 0, "no session was evicted during the run: flat memory would prove nothing"
-    slow = [(w, v) for w, v in enumerate(p99) if v > P99_FACTOR * p99_median]
-    assert not slow, f"windows with p99 over {P99_FACTOR:g}x the median window's {p99_median:.1f} ms: {slow}"
+    noisy = [(w, v) for w, v in enumerate(left_out) if v > MAX_LEFT_OUT]
+    assert not noisy, f"the machine or the load generator stalled too long to judge these windows: {noisy}"
+    slow = [(w, p99[w], worst_seconds(results, w)) for w in slow_windows(p99, budget_ms)]
+    assert not slow, (f"windows with p99 over {P99_FACTOR:g}x and {P99_SLACK_MS:g} ms over the median "
+                      f"window's {p99_median:.1f} ms, or over the {budget_ms:g} ms budget "
+                      f"(window, p99, its slowest seconds): {slow}")
     for name, levels in mb.items():
         assert mb_off[name] <= MEMORY_TOLERANCE, (name, levels, mb_median[name])
