@@ -15,6 +15,7 @@ from serving import metrics
 from serving.body_limit import BodySizeLimit
 from serving.bundle import load_recommender
 from serving.event_sink import EventSink
+from serving.loop_watch import LoopWatch
 from serving.ops import watch_dependencies
 from serving.routes import events, health, items, ops, recommend, ui
 from streamrec import __version__
@@ -41,10 +42,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         metrics.time_gc_pauses()
+        app.state.loop_watch = LoopWatch()
+        app.state.loop_watch.start()
         watcher = asyncio.create_task(watch_dependencies(store, app.state.event_sink))  # streamrec_dependency_up
         try:
             yield
         finally:
+            await app.state.loop_watch.stop()
             watcher.cancel()
             with suppress(asyncio.CancelledError):
                 await watcher

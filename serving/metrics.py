@@ -35,6 +35,12 @@ GC_PAUSE = Histogram(
     "in flight waits them out (generation 0 collections are too short and frequent to time).",
     ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+LOOP_LAG = Histogram(
+    "streamrec_api_loop_lag_seconds",
+    "How late the API's event loop ran a 10 ms timer: a late loop delays every request in flight "
+    "(the stack of a stall over 100 ms is logged by serving.loop_watch).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
 _gc_started: list[float] = []
 
 

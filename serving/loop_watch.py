@@ -1,0 +1,81 @@
+"""Event-loop stall watch for the API process: how late the loop runs a 10 ms timer (a histogram,
+`streamrec_api_loop_lag_seconds`), and, when it stops beating for longer than `stack_after_s`, the
+stack of the code holding it, logged once per stall. A stalled loop delays every request in
+flight at once; the request log shows the symptom on many requests, this names the cause.
+
+A daemon thread reads the loop thread's frame (`sys._current_frames`, a documented CPython API);
+it needs the GIL to do so, so a C call that holds the GIL for the whole stall is named when it
+returns (the log then says how long it was late), which still points at the right code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+import traceback
+from contextlib import suppress
+
+from serving.metrics import LOOP_LAG
+
+log = logging.getLogger(__name__)
+TICK_S = 0.01
+STACK_AFTER_S = 0.1
+STACK_FRAMES = 15
+
+
+class LoopWatch:
+    """Start inside the running loop (`start()`), stop with `await stop()`; `stalls` keeps the last
+    few (seconds late when seen, stack) for tests and diagnosis."""
+
+    def __init__(self, tick_s: float = TICK_S, stack_after_s: float = STACK_AFTER_S) -> None:
+        self.tick_s = tick_s
+        self.stack_after_s = stack_after_s
+        self.stalls: list[tuple[float, str]] = []
+        self._beat = time.monotonic()
+        self._loop_thread = threading.get_ident()
+        self._done = threading.Event()
+        self._task: asyncio.Task | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._loop_thread = threading.get_ident()
+        self._beat = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        self._thread = threading.Thread(target=self._watch, name="loop-watch", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._done.set()
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+
+    async def _tick(self) -> None:
+        while True:
+            due = time.monotonic() + self.tick_s
+            await asyncio.sleep(self.tick_s)
+            now = time.monotonic()
+            LOOP_LAG.observe(max(0.0, now - due))
+            self._beat = now
+
+    def _watch(self) -> None:
+        reported = 0.0  # the beat whose stall was already logged
+        while not self._done.wait(self.tick_s):
+            beat = self._beat
+            late = time.monotonic() - beat
+            if late <= self.stack_after_s or beat == reported:
+                continue
+            frame = sys._current_frames().get(self._loop_thread)
+            if frame is None:
+                continue
+            stack = "".join(traceback.format_stack(frame)[-STACK_FRAMES:])
+            del frame
+            reported = beat
+            self.stalls = [*self.stalls[-9:], (late, stack)]
+            log.warning("event loop stalled: no timer ran for %.0f ms; the loop thread is in:\n%s", late * 1000, stack)
