@@ -4,6 +4,7 @@ the API's edge, and the optional API key guards the write endpoint and /metrics,
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -11,6 +12,9 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from serving.event_sink import KafkaUnavailable
+from serving.impression_log import ImpressionLog
+from serving.routing import LiveRouting
+from streamrec.model_registry import RoutingConfig
 from serving.routes import events, health, recommend
 from serving.schemas import MAX_K, RecommendRequest
 from streamrec.events import MAX_ITEM_ID, ClickEvent
@@ -155,7 +159,12 @@ class RecordingRecommender:
 
 def recommend_app(max_session_items: int = 5) -> tuple[FastAPI, RecordingRecommender]:
     app = FastAPI()
-    app.state.recommender = recommender = RecordingRecommender(Settings(max_session_items=max_session_items))
+    settings = Settings(max_session_items=max_session_items)
+    recommender = RecordingRecommender(settings)
+    app.state.models = SimpleNamespace(settings=settings, state=SimpleNamespace(
+        champion="v1", routing=RoutingConfig(), recommenders={"v1": recommender}))
+    app.state.routing = LiveRouting(None, 1.0)
+    app.state.impression_log = ImpressionLog(settings)  # not started: nothing is sent
     app.include_router(recommend.router)
     return app, recommender
 
