@@ -310,3 +310,17 @@ def test_rows_of_matches_row_of_and_marks_unknown_items(tmp_path):
     expected = [model.row_of(int(i)) if model.row_of(int(i)) is not None else -1 for i in ids]
     assert model.rows_of(ids).tolist() == expected
     assert model.rows_of(np.zeros(0, np.int64)).tolist() == []
+
+
+async def test_an_overloaded_process_answers_from_memory_without_reading_redis(tmp_path):
+    model = tiny_model(tmp_path)
+    store = FakeStore(model, sessions={"s": {s.RECENT_ITEMS: [1010, 1011]}})
+    rec = recommender(model, store)
+    rec.overload = lambda: "event loop 35 ms late (shedding over 20 ms)"
+    result = await rec.recommend("s", 5, [1012], exclude_seen=True)
+    assert store.calls == 0
+    assert result.stage == "fallback_covisitation"
+    assert result.degraded_reasons == ["overload: event loop 35 ms late (shedding over 20 ms)"]
+    assert [i for i, _ in result.items][:2] == [1013, 1014]  # the request item's co-visited successors
+    rec.overload = lambda: None
+    assert (await rec.recommend("s", 5, [1012])).stage == "stream"
