@@ -23,7 +23,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streaming import faust_patches, metrics
-from streaming.attribution import RewardAttribution
+from streaming.attribution import ImpressionWatermark, RewardAttribution
 from streaming.topics import ITEM_TABLE, SESSION_TABLE, by_item_topic
 from streaming.processor import (
     ItemBatchProcessor, ItemClick, RawRecord, SessionBatchProcessor, dead_letter_record, retry_until_done,
@@ -75,6 +75,8 @@ def create_app(settings: Settings) -> faust.App:
         app, {settings.clicks_topic, by_item_topic(settings), settings.impressions_topic})
     store = OnlineStore.from_url(settings.redis_url, timeout_s=settings.write_timeout_s)  # one timeout per batch
     attribution = RewardAttribution(store.client, settings.attribution_window_s, retry_until_done)
+    watermark = ImpressionWatermark()
+    attribution.clock = watermark
 
     async def send_dead_letter(message: bytes) -> None:
         await dead_letters.send(value=message)
@@ -123,6 +125,8 @@ def create_app(settings: Settings) -> faust.App:
                     metrics.INVALID_IMPRESSIONS.inc()
             await attribution.record(impressions=valid)
             processed.done((e.message.topic, e.message.partition, e.message.offset) for e in events)
+            for e in events:  # the record's time: the API's, a few ms after the answer it logs
+                watermark.processed(e.message.partition, e.message.timestamp or 0.0)
 
     @app.timer(interval=1.0)
     async def decide_settled_clicks() -> None:
@@ -142,6 +146,7 @@ def create_app(settings: Settings) -> faust.App:
         """Lag per assigned partition: the highwater of the last fetch minus what the agents have
         processed (no broker request)."""
         lag_reporter.update(consumer_lags(app, processed))
+        watermark.update(impression_lags(app, processed, settings.impressions_topic))
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust web signature
@@ -164,6 +169,29 @@ def consumer_lags(app: faust.App, processed: metrics.ProcessedOffsets) -> dict[t
             return None
 
     return processed.lags(((tp.topic, tp.partition) for tp in assigned), highwater)
+
+
+def impression_lags(app: faust.App, processed: metrics.ProcessedOffsets, topic: str) -> dict[int, int | None]:
+    """Lag of each assigned partition of the impressions topic; None where it cannot be known yet
+    (no highwater, or records there but none processed since start)."""
+    try:
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
+    except Exception:  # noqa: BLE001 - no consumer thread yet (starting or stopping)
+        return {}
+    out: dict[int, int | None] = {}
+    for tp in assigned:
+        try:
+            high = app.consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - revoked since `assignment()`
+            continue
+        last = processed.last.get((topic, tp.partition))
+        if high is None:
+            out[tp.partition] = None
+        elif last is None:
+            out[tp.partition] = 0 if high == 0 else None
+        else:
+            out[tp.partition] = max(0, high - (last + 1))
+    return out
 
 
 class KeyPartitionedTable(faust.Table):

@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 
 from infra import process, redis_server
 from infra.kafka import free_port
-from streaming.attribution import PENDING, PENDING_CLICK_TTL_S, SETTLE_S, Click, RewardAttribution, session_keys
+from streaming.attribution import (PENDING, PENDING_CLICK_TTL_S, SETTLE_S, Click, ImpressionWatermark,
+                                   RewardAttribution, session_keys)
 from streaming.processor import retry_until_done
 from streamrec.arm_stats import REWARD_LOG, read_arm_stats
 from streamrec.impressions import Impression
@@ -100,6 +101,27 @@ def test_a_click_that_overtakes_its_own_impression_does_not_reward_an_older_one(
 
     stats = run(redis_url, steps)
     assert (stats.impressions, stats.clicked) == (2, 0)
+
+
+def test_a_backlog_click_waits_for_the_impression_log_to_be_read_up_to_it(redis_url: str) -> None:
+    # A restarted worker reads clicks long after they happened; the impression the click answers is
+    # still unread in its partition's backlog. By the wall clock the click has long settled.
+    async def steps(att: RewardAttribution, client, clock):  # noqa: ANN001, ANN202
+        mark = ImpressionWatermark(grace_s=0.0, clock=lambda: 9_000.0)
+        att.clock = mark
+        await att.record(impressions=[shown("w1", "w", 500.0, "vw", (9, 8))])
+        mark.processed(0, 500.0)
+        mark.update({0: 40})  # behind: impressions after 500.0 still unread
+        await att.record(clicks=[click("w", 4, 505.0, 7)])
+        early = await att.sweep()
+        await att.record(impressions=[shown("w2", "w", 504.0, "vw", (3, 4))])  # the backlog reaches w2
+        mark.processed(0, 504.1)
+        mark.update({0: 0})
+        later = await att.sweep()
+        return early, later
+
+    early, later = run(redis_url, steps)
+    assert (pairs(early), pairs(later)) == ([], [("vw", 2)])
 
 
 def test_the_click_joins_the_latest_impression_before_it_within_the_window(redis_url: str) -> None:
