@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 TICK_S = 0.01
 STACK_AFTER_S = 0.1
 STACK_FRAMES = 15
+STALL_MESSAGE = "event loop stalled"  # how each stall's log record begins (the soak finds them by it)
 
 
 class LoopWatch:
@@ -78,4 +79,4 @@ class LoopWatch:
             del frame
             reported = beat
             self.stalls = [*self.stalls[-9:], (late, stack)]
-            log.warning("event loop stalled: no timer ran for %.0f ms; the loop thread is in:\n%s", late * 1000, stack)
+            log.warning(STALL_MESSAGE + ": no timer ran for %.0f ms; the loop thread is in:\n%s", late * 1000, stack)

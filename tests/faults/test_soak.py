@@ -54,6 +54,7 @@ import redis as redis_lib
 
 from streamrec.artifacts import load_current
 from infra import process
+from serving.loop_watch import STALL_MESSAGE
 from serving.ops import Buckets, parse, total
 from streamrec.settings import Settings
 from tests.conftest import CLI
@@ -221,17 +222,24 @@ def excluded_spans(stalls: list[tuple[float, float]], start: float) -> list[tupl
     return [(s - start - STALL_MARGIN_S, e - start + (e - s) + STALL_MARGIN_S) for s, e in stalls]
 
 
+def recommend_latencies(results: list[tuple[float, str, int, float]], spans: list[tuple[float, float]] = (),
+                        window: int | None = None) -> list[tuple[float, float]]:
+    """(scheduled time, ms) of each `/recommend`, in one window if given, leaving out the ones
+    scheduled within `spans`."""
+    return [(t, ms) for t, path, _, ms in results
+            if path == "/recommend" and (window is None or window * WINDOW_S <= t < (window + 1) * WINDOW_S)
+            and not any(a <= t <= b for a, b in spans)]
+
+
 def window_p99(results: list[tuple[float, str, int, float]], windows: int,
                spans: list[tuple[float, float]] = ()) -> tuple[list[float], list[float]]:
     """Per window: `/recommend` p99 (ms), requests placed by their scheduled time, leaving out the
     ones scheduled within `spans`; and the share of the window's requests left out."""
     p99, left_out = [], []
     for w in range(windows):
-        window = [(t, ms) for t, path, _, ms in results
-                  if path == "/recommend" and w * WINDOW_S <= t < (w + 1) * WINDOW_S]
-        kept = [ms for t, ms in window if not any(a <= t <= b for a, b in spans)]
-        p99.append(float(np.percentile(kept, 99)))
-        left_out.append(1 - len(kept) / len(window))
+        kept = recommend_latencies(results, spans, w)
+        p99.append(float(np.percentile([ms for _, ms in kept], 99)))
+        left_out.append(1 - len(kept) / len(recommend_latencies(results, window=w)))
     return p99, left_out
 
 
@@ -244,10 +252,8 @@ def window_level(results: list[tuple[float, str, int, float]], windows: int,
     levels = []
     for w in range(windows):
         seconds: dict[int, list[float]] = {}
-        for t, path, _, ms in results:
-            if path == "/recommend" and w * WINDOW_S <= t < (w + 1) * WINDOW_S \
-                    and not any(a <= t <= b for a, b in spans):
-                seconds.setdefault(int(t), []).append(ms)
+        for t, ms in recommend_latencies(results, spans, w):
+            seconds.setdefault(int(t), []).append(ms)
         levels.append(float(np.median([np.percentile(v, 99) for v in seconds.values()])))
     return levels
 
@@ -262,9 +268,8 @@ def slow_windows(levels: list[float]) -> list[int]:
 def worst_seconds(results: list[tuple[float, str, int, float]], window: int, top: int = 5) -> list[tuple[int, float]]:
     """The `top` seconds of a window by their slowest `/recommend` (second since start, ms)."""
     slowest: dict[int, float] = {}
-    for t, path, _, ms in results:
-        if path == "/recommend" and window * WINDOW_S <= t < (window + 1) * WINDOW_S:
-            slowest[int(t)] = max(slowest.get(int(t), 0.0), ms)
+    for t, ms in recommend_latencies(results, window=window):
+        slowest[int(t)] = max(slowest.get(int(t), 0.0), ms)
     return sorted(((sec, round(ms)) for sec, ms in slowest.items()), key=lambda x: -x[1])[:top]
 
 
@@ -289,7 +294,7 @@ def api_loop_stalls(settings: Settings, since_bytes: int) -> list[str]:
     with open(process.log_path("api", settings), "rb") as log:
         log.seek(since_bytes)
         text = log.read().decode(errors="replace")
-    return [block for block in text.split("event loop stalled")[1:]]
+    return text.split(STALL_MESSAGE)[1:]
 
 
 def window_rate(series: list[tuple[float, float]], windows: int) -> list[float]:
@@ -366,8 +371,7 @@ def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
     p99, left_out = window_p99(results, windows, spans)
     levels = window_level(results, windows, spans)
     level_median = float(np.median(levels))
-    run_p99 = float(np.percentile([ms for t, path, _, ms in results if path == "/recommend"
-                                   and not any(a <= t <= b for a, b in spans)], 99))
+    run_p99 = float(np.percentile([ms for _, ms in recommend_latencies(results, spans)], 99))
     budget_ms = live_settings.latency_budget_ms
     mb = {name: window_memory(series, windows) for name, series in memory.items()}
     mb_median = {name: float(np.median(levels)) for name, levels in mb.items()}
