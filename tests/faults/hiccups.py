@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -78,6 +79,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--threshold-ms", type=float, default=50.0)
     args = parser.parse_args()
+    # A shell starts background jobs with SIGINT ignored, and Python then leaves it ignored: restore
+    # the handler that turns it into KeyboardInterrupt, or `Meter.stop()` waits for the whole run.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stalls: list[tuple[float, float]] = []
     try:
         measure(args.seconds, args.threshold_ms / 1000, stalls)
