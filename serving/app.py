@@ -47,10 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         metrics.time_gc_pauses()
-        app.state.loop_watch = LoopWatch()
+        app.state.loop_watch = LoopWatch(shed_after_s=settings.shed_loop_lag_ms / 1000)
         app.state.loop_watch.start()
         background = [asyncio.create_task(watch_dependencies(store, app.state.event_sink)),  # streamrec_dependency_up
                       asyncio.create_task(app.state.routing.run())]
+        app.state.models.overload = app.state.loop_watch.overload_reason
         try:
             yield
         finally:

@@ -66,6 +66,9 @@ class ModelPool:
         self._task: asyncio.Task | None = None
         self.swaps = 0
         self.load_failures = 0
+        # The process's overload signal (the app sets its loop watch's): every recommender built
+        # here asks it, through the pool, whether to answer from its in-memory fallbacks at once.
+        self.overload: Callable[[], str | None] = lambda: None
 
     # --- what requests read (one attribute read each: the mapping is swapped whole) -----------------
     @property
@@ -175,6 +178,7 @@ class ModelPool:
             raise ValueError(f"{version}: its meta.json names version {recommender.model_version}")
         recommender.embeddings_online = await self._embeddings_online(recommender)
         await recommender.warm_up()
+        recommender.overload = lambda: self.overload()
         log.info("models: %s loaded in %.2fs (item embeddings from the %s)", version, time.perf_counter() - started,
                  "online store" if recommender.embeddings_online else "version's own copy")
         return recommender

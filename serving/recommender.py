@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -82,6 +83,9 @@ class Recommender:
         # when it loads a version): the store has one version's, materialized by `streamrec train`; a
         # version beside it (an arm, or a champion promoted later) uses its own copy, never another's.
         self.embeddings_online = True
+        # Why to answer from the in-memory fallbacks at once, or None: the API sets it to its loop
+        # watch's overload signal, so that an overloaded process sheds work instead of queueing it.
+        self.overload: Callable[[], str | None] = lambda: None
 
     @property
     def model_version(self) -> str:
@@ -170,6 +174,11 @@ class Recommender:
         timings = StepTimings()
         budget = Budget(self.settings.latency_budget_ms, self.reserve_ms)
         reasons: list[str] = []
+        overload = self.overload()
+        if overload:
+            reasons.append(f"overload: {overload}")
+            items = merge_session_items([], request_items, self.settings.max_session_items)
+            return self._fallback(items, k, set(items) if exclude_seen else set(), timings, reasons)
 
         stream_items: list[int] = []
         prefetched: dict[int, dict | None] = {}

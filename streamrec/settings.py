@@ -81,6 +81,10 @@ class Settings(BaseSettings):
         1, ge=1, le=64, description="Processes of `streamrec serve`, each with its own model copy: one per core "
         "the API may use (one Python process runs on one core). /metrics sums them.")
     latency_budget_ms: float = Field(50.0, gt=0, description="Per-request budget of /recommend.")
+    shed_loop_lag_ms: float = Field(
+        20.0, ge=0, description="Smoothed event-loop lag of an API process over which /recommend answers from "
+        "the in-memory fallbacks (no Redis read, no ranking) until the queue drains: overload degrades answers "
+        "instead of delaying all of them. 0 never sheds.")
     max_session_items: int = Field(50, ge=1, le=500, description="Largest session accepted/used.")
     candidates_k: int = Field(100, ge=10, le=2000, description="FAISS candidates per request.")
     recency_decay: float = Field(0.7, gt=0, le=1, description="Weight ratio between consecutive items.")

@@ -284,6 +284,14 @@ def api_pauses(api: str) -> tuple[Buckets | None, float, Buckets | None]:
     return Buckets.of(samples, GC_PAUSE), total(samples, f"{GC_PAUSE}_sum") or 0.0, Buckets.of(samples, LOOP_LAG)
 
 
+def shed_so_far(api: str) -> tuple[float, float]:
+    """(/recommend answers the API shed to its in-memory fallbacks for overload, all /recommend
+    answers) so far."""
+    samples = parse(httpx.get(f"{api}/metrics", timeout=5).text)
+    return (total(samples, "streamrec_recommend_degraded_total", reason="overload") or 0.0,
+            total(samples, "streamrec_recommend_seconds_count") or 0.0)
+
+
 def over(buckets: Buckets | None, bound_s: float) -> float:
     """Observations of a histogram above one of its bucket bounds."""
     return buckets.count - buckets.counts[buckets.bounds.index(bound_s)] if buckets else 0.0
@@ -347,6 +355,7 @@ def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
     tracer.start()
     sample(0.0)
     gc_before = api_pauses(api)
+    shed_before = shed_so_far(api)
     api_log_at = process.log_path("api", live_settings).stat().st_size
     redis = redis_lib.Redis.from_url(live_settings.redis_url)
     redis.config_set("latency-monitor-threshold", 25)  # Redis' own record of its slow events (ms)
@@ -355,6 +364,7 @@ def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
     sample(SOAK_S)
     tracer.stop()
     gc_after, gc_seconds, lag_after = api_pauses(api)
+    shed, answered = (now - then for now, then in zip(shed_so_far(api), shed_before))
     gc_pauses = gc_after.since(gc_before[0]) if gc_after else None
     gc_over_50ms = over(gc_pauses, 0.05)
     loop_lag = lag_after.since(gc_before[2]) if lag_after else None
@@ -396,7 +406,8 @@ def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
           + f" sessions_evicted_in_run={evicted:.0f} api_gc_pauses_gen1_2={gc_over_50ms:.0f} over 50 ms "
           f"({gc_pauses.count if gc_pauses else 0:.0f} collections, "
           f"{(gc_seconds - gc_before[1]) * 1000:.0f} ms paused in all) api_loop_lag_over_100ms={over(loop_lag, 0.1):.0f} "
-          f"api_loop_stalls_logged={len(loop_stalls)} redis_latest_slow_ms={json.dumps(redis_slow)}")
+          f"api_loop_stalls_logged={len(loop_stalls)} redis_latest_slow_ms={json.dumps(redis_slow)} "
+          f"shed_for_overload={shed:.0f} of {answered:.0f} answers ({shed / max(answered, 1):.2%})")
     for report in loop_stalls[:5]:
         print("API loop stall" + report[:2000])
     if os.environ.get("STREAMREC_SOAK_DUMP"):
