@@ -151,16 +151,17 @@ async def replay(api: str, sessions: Sequence[Sequence[int]], prefix: str, *, k:
 
 
 async def wait_for_attribution(settings: Settings, experiment: str, arms: Sequence[str], expected: int,
-                               timeout_s: float) -> tuple[dict[str, int], dict[str, int]]:
-    """The worker's counters of `experiment` once their rewards reach `expected` (or stop moving
-    until `timeout_s`): (clicked impressions, impressions) per arm."""
+                               timeout_s: float, impressions: int = 0) -> tuple[dict[str, int], dict[str, int]]:
+    """The worker's counters of `experiment` once their rewards reach `expected` and their
+    impressions `impressions` (or at `timeout_s`): (clicked impressions, impressions) per arm."""
     client = aioredis.Redis.from_url(settings.redis_url)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             stats = await read_arm_stats(client, experiment, list(arms))
             clicked = {a: s.clicked for a, s in stats.items()}
-            if sum(clicked.values()) >= expected or time.monotonic() > deadline:
+            shown = sum(s.impressions for s in stats.values())
+            if (sum(clicked.values()) >= expected and shown >= impressions) or time.monotonic() > deadline:
                 return clicked, {a: s.impressions for a, s in stats.items()}
             await asyncio.sleep(0.2)
     finally:

@@ -12,23 +12,25 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from evaluation.simulate import replay, wait_for_attribution
 from infra import process, stack
 from infra.kafka import free_port
+from serving.ops import parse, total
 from streamrec.artifacts import load_current
 from streamrec.model_registry import ModelRegistry, RoutingConfig
 from streamrec.settings import Settings
 from tests.conftest import CLI, start_api
 from tests.faults.test_redis_outage import own_settings
-from tests.faults.test_worker_restart import kill_hard
+from tests.faults.test_worker_restart import kill_hard, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(400)]
 
 API, WORKER = "api-sim-kill", "worker-sim-kill"
 VISITORS, STEPS, CONCURRENCY = 400, 5, 8
-KILL_AFTER_S, DOWN_S = 4.0, 3.0
+DOWN_S = 3.0
 
 
 @pytest.fixture()
@@ -60,10 +62,16 @@ def test_rewards_equal_the_simulators_count_after_a_worker_sigkill(settings: Set
     process.start_detached(WORKER, [*CLI, "stream"], settings, env=settings.to_env())
     api = start_api(API, settings)
     sessions = visitors(settings)
-    killed = threading.Event()
+    killed, quarter = threading.Event(), threading.Event()
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        if done[0] >= VISITORS // 4:
+            quarter.set()
 
     def crash() -> None:
-        time.sleep(KILL_AFTER_S)
+        quarter.wait(60)  # a quarter of the visitors have browsed: the rest browse through the crash
         kill_hard(process.is_running(WORKER, settings))
         killed.set()
         time.sleep(DOWN_S)
@@ -73,21 +81,29 @@ def test_rewards_equal_the_simulators_count_after_a_worker_sigkill(settings: Set
     chaos.start()
     started = time.monotonic()
     visits = asyncio.run(replay(api, sessions, f"sk-{uuid.uuid4().hex[:6]}", k=20, concurrency=CONCURRENCY,
-                                max_session_items=settings.max_session_items, timeout_s=240))
+                                max_session_items=settings.max_session_items, timeout_s=240, progress=progress))
     browsed_s = time.monotonic() - started
+    killed_at_browse = killed.is_set()
     chaos.join(30)
     simulated = sum(rewarded for v in visits for _, rewarded in v.steps)
     steps = sum(len(v.steps) for v in visits)
-    clicked, impressions = asyncio.run(wait_for_attribution(settings, experiment, [champion], simulated, 120))
+    clicked, impressions = asyncio.run(wait_for_attribution(settings, experiment, [champion], simulated, 120,
+                                                            impressions=steps))
+    assert process.is_running(WORKER, settings), process.log_tail(WORKER, settings)
     time.sleep(3)  # late redeliveries must not add anything
     clicked_later, impressions_later = asyncio.run(wait_for_attribution(settings, experiment, [champion], 0, 1))
-    print(f"\nFIGURES case=11 simulation-worker-kill injected='worker SIGKILL after {KILL_AFTER_S:g}s, restarted "
-          f"{DOWN_S:g}s later, mid-browsing ({browsed_s:.1f}s in all)' visitors={len(visits)} steps={steps} "
-          f"rewards_simulated={simulated} rewards_attributed={clicked_later[champion]} "
-          f"impressions_attributed={impressions_later[champion]} (answers {steps})")
-    assert killed.is_set(), "the worker was not killed during the browsing"
+    api_log = parse(httpx.get(f"{api}/metrics", timeout=5).text)
+    logged = total(api_log, "streamrec_impressions_logged_total") or 0
+    dropped = {labels["reason"]: v for labels, v in api_log.get("streamrec_impressions_dropped_total", ())}
+    in_topic = len(read_topic(settings, settings.impressions_topic))
+    print(f"\nFIGURES case=11 simulation-worker-kill injected='worker SIGKILL after a quarter of the visitors, restarted "
+          f"{DOWN_S:g}s later, mid-browsing ({browsed_s:.1f}s in all, killed while browsing: {killed_at_browse})' "
+          f"visitors={len(visits)} steps={steps} rewards_simulated={simulated} "
+          f"rewards_attributed={clicked_later[champion]} impressions_attributed={impressions_later[champion]} "
+          f"(answers {steps}; the API logged {logged:.0f}, dropped {dropped}; the topic holds {in_topic})")
+    assert killed_at_browse, "the worker was not killed while visitors browsed"
     assert simulated > 50, "too few rewards for the check to mean anything"
+    assert in_topic == logged == steps, (in_topic, logged, dropped, steps)
     assert clicked[champion] == simulated and clicked_later == clicked, (simulated, clicked, clicked_later)
     assert impressions_later[champion] == steps, (impressions_later, steps)
-    assert process.is_running(WORKER, settings), process.log_tail(WORKER, settings)
 
