@@ -136,9 +136,10 @@ class ImpressionWatermark:
     decide every old click at once, before reading the impressions it rewards (the simulation's
     kill test: 184 rewards counted of 195).
 
-    A partition whose lag is unknown (fetched but nothing processed since start) counts as behind
-    for `grace_s` after start only: one that gets no impressions at all must not hold clicks back
-    for ever."""
+    A partition whose lag is unknown (nothing processed from it since it was assigned) counts as
+    behind for `grace_s` after it was assigned only: one that gets no impressions at all must not
+    hold clicks back for ever. The grace starts at assignment, not at start-up: Faust's start-up
+    and table recovery can take longer than the grace on a busy machine."""
 
     def __init__(self, grace_s: float = 30.0, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -148,6 +149,7 @@ class ImpressionWatermark:
         self.started = monotonic()
         self.read: dict[int, float] = {}  # partition -> latest impression time processed
         self.lags: dict[int, int | None] | None = None  # partition -> lag (None: unknown); None: not known yet
+        self.assigned_at: dict[int, float] = {}  # partition -> monotonic time it was first seen assigned
 
     def processed(self, partition: int, ts: float) -> None:
         if ts > self.read.get(partition, 0.0):
@@ -155,14 +157,17 @@ class ImpressionWatermark:
 
     def update(self, lags: dict[int, int | None]) -> None:
         """Lag of each assigned impressions partition (`None` where not known yet)."""
+        at = self.monotonic()
+        self.assigned_at = {p: self.assigned_at.get(p, at) for p in lags}
         self.lags = dict(lags)
 
     def __call__(self) -> float:
         now = self.clock()
-        early = self.monotonic() - self.started < self.grace_s
+        mono = self.monotonic()
         if self.lags is None:
-            return 0.0 if early else now
-        behind = [self.read.get(p, 0.0) for p, lag in self.lags.items() if (lag is None and early) or (lag or 0) > 0]
+            return 0.0 if mono - self.started < self.grace_s else now
+        behind = [self.read.get(p, 0.0) for p, lag in self.lags.items()
+                  if (lag or 0) > 0 or (lag is None and mono - self.assigned_at.get(p, mono) < self.grace_s)]
         return min([now, *behind])
 
 

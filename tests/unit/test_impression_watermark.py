@@ -38,9 +38,28 @@ def test_a_partition_behind_and_never_read_holds_clicks_back() -> None:
 
 
 def test_an_unknown_lag_holds_clicks_back_during_the_grace_period_only() -> None:
-    early, late = watermark(up_s=5), watermark(up_s=31)
-    for mark in (early, late):
-        mark.processed(0, 9_000.0)
-        mark.update({0: None, 1: 0})
-    assert early() == 9_000.0
-    assert late() == 10_000.0
+    mono = [0.0]
+    mark = ImpressionWatermark(grace_s=30.0, clock=lambda: 10_000.0, monotonic=lambda: mono[0])
+    mark.processed(0, 9_000.0)
+    mark.update({0: None, 1: 0})
+    mono[0] = 29.0
+    assert mark() == 9_000.0
+    mono[0] = 31.0
+    assert mark() == 10_000.0
+
+
+def test_the_grace_for_an_unknown_lag_starts_when_the_partition_is_assigned() -> None:
+    mono = [0.0]
+    mark = ImpressionWatermark(grace_s=30.0, clock=lambda: 10_000.0, monotonic=lambda: mono[0])
+    mono[0] = 40.0  # a slow start-up: past the grace before anything was assigned
+    mark.processed(0, 9_000.0)
+    mark.update({0: None})
+    assert mark() == 9_000.0  # assigned just now: still in its grace
+    mono[0] = 69.0
+    mark.update({0: None})
+    assert mark() == 9_000.0
+    mono[0] = 71.0
+    assert mark() == 10_000.0
+    mark.update({0: None, 1: None})  # partition 1 assigned by a rebalance: its own grace
+    mark.processed(1, 9_800.0)
+    assert mark() == 9_800.0
