@@ -44,7 +44,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.time_gc_pauses()
         app.state.loop_watch = LoopWatch(shed_after_s=settings.shed_loop_lag_ms / 1000)
         app.state.loop_watch.start()
-        app.state.recommender.overload = app.state.loop_watch.overload_reason
         watcher = asyncio.create_task(watch_dependencies(store, app.state.event_sink))  # streamrec_dependency_up
         try:
             yield

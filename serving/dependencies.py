@@ -20,6 +20,11 @@ async def get_recommender(request: Request) -> Recommender:
     return request.app.state.recommender
 
 
+async def get_overload(request: Request) -> str | None:
+    """Why this process should shed work now (its loop watch's overload signal), or None."""
+    return request.app.state.loop_watch.overload_reason()
+
+
 async def get_event_sink(request: Request) -> EventSink:
     return request.app.state.event_sink
 

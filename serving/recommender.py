@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -79,9 +78,6 @@ class Recommender:
         self.redis_breaker = CircuitBreaker(open_s=1.0)
         self.retrieval_cost = StepCost(initial_s=0.002)
         self.reserve_ms = min(5.0, settings.latency_budget_ms * 0.2)
-        # Why to answer from the in-memory fallbacks at once, or None: the API sets it to its loop
-        # watch's overload signal, so that an overloaded process sheds work instead of queueing it.
-        self.overload: Callable[[], str | None] = lambda: None
 
     @property
     def model_version(self) -> str:
@@ -165,16 +161,16 @@ class Recommender:
 
     # --- the pipeline ----------------------------------------------------------------------------
     async def recommend(self, session_id: str, k: int, request_items: list[int], exclude_seen: bool = EXCLUDE_SEEN_DEFAULT,
-                        use_stream: bool = True, at_ms: float | None = None) -> Result:
-        """`at_ms`: the request's time when replaying history (offline evaluation); None = now."""
+                        use_stream: bool = True, at_ms: float | None = None, overload: str | None = None) -> Result:
+        """`at_ms`: the request's time when replaying history (offline evaluation); None = now.
+        `overload`: why the process is overloaded (its loop watch's signal): answer from the
+        in-memory fallbacks at once, shedding work instead of queueing it."""
         timings = StepTimings()
+        if overload:
+            items = merge_session_items([], request_items, self.settings.max_session_items)
+            return self._fallback(items, k, set(items) if exclude_seen else set(), timings, [f"overload: {overload}"])
         budget = Budget(self.settings.latency_budget_ms, self.reserve_ms)
         reasons: list[str] = []
-        overload = self.overload()
-        if overload:
-            reasons.append(f"overload: {overload}")
-            items = merge_session_items([], request_items, self.settings.max_session_items)
-            return self._fallback(items, k, set(items) if exclude_seen else set(), timings, reasons)
 
         stream_items: list[int] = []
         prefetched: dict[int, dict | None] = {}

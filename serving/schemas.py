@@ -51,10 +51,11 @@ class Recommendation(BaseModel):
     session_id: str
     items: list[ScoredItem]
     stage: Stage = Field(..., description="stream: streaming session features were used; batch: only "
-                         "items from the request; fallback_*: no usable session embedding.")
-    degraded: bool = Field(False, description="True when a dependency failed or the latency budget "
-                           "forced a cheaper path.")
-    degraded_reasons: list[str] = Field(default_factory=list)
+                         "items from the request; fallback_*: no usable session embedding, or the process was overloaded.")
+    degraded: bool = Field(False, description="True when a dependency failed, the latency budget "
+                           "forced a cheaper path, or the process shed work for overload.")
+    degraded_reasons: list[str] = Field(default_factory=list, description="Why, one entry per cause, each "
+                                        "'step: what happened' (e.g. 'overload: event loop 35 ms late …').")
     session_items_used: list[int] = Field(default_factory=list, description="Session items, oldest first.")
     model_version: str
     index_version: str

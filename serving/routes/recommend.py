@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.responses import JSONResponse
 
 from serving import metrics
-from serving.dependencies import get_recommender
+from serving.dependencies import get_overload, get_recommender
 from serving.recommender import Recommender
 from serving.schemas import BODY_ERRORS, ErrorBody, Recommendation, RecommendRequest
 
@@ -20,13 +20,15 @@ router = APIRouter(tags=["recommend"])
                422: {"model": ErrorBody, "description": "Invalid request: the message says what is wrong."}},
     summary="Next items for a session",
 )
-async def recommend(body: RecommendRequest, recommender: Recommender = Depends(get_recommender)) -> JSONResponse:
+async def recommend(body: RecommendRequest, recommender: Recommender = Depends(get_recommender),
+                    overload: str | None = Depends(get_overload)) -> JSONResponse:
     """Top-k items for the session, from its streaming features merged with `session_items`."""
     limit = recommender.settings.max_session_items
     if len(body.session_items) > limit:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
                             f"session_items has {len(body.session_items)} items; at most {limit} are accepted")
-    result = await recommender.recommend(body.session_id, body.k, body.session_items, body.exclude_seen)
+    result = await recommender.recommend(body.session_id, body.k, body.session_items, body.exclude_seen,
+                                         overload=overload)
     metrics.REQUEST_SECONDS.labels(result.stage).observe(result.timings_ms["total"] / 1000)
     for reason in result.degraded_reasons:
         metrics.DEGRADED.labels(reason.split(":")[0]).inc()

@@ -316,11 +316,9 @@ async def test_an_overloaded_process_answers_from_memory_without_reading_redis(t
     model = tiny_model(tmp_path)
     store = FakeStore(model, sessions={"s": {s.RECENT_ITEMS: [1010, 1011]}})
     rec = recommender(model, store)
-    rec.overload = lambda: "event loop 35 ms late (shedding over 20 ms)"
-    result = await rec.recommend("s", 5, [1012], exclude_seen=True)
+    result = await rec.recommend("s", 5, [1012], exclude_seen=True, overload="event loop 35 ms late (shedding over 20 ms)")
     assert store.calls == 0
     assert result.stage == "fallback_covisitation"
     assert result.degraded_reasons == ["overload: event loop 35 ms late (shedding over 20 ms)"]
     assert [i for i, _ in result.items][:2] == [1013, 1014]  # the request item's co-visited successors
-    rec.overload = lambda: None
-    assert (await rec.recommend("s", 5, [1012])).stage == "stream"
+    assert (await rec.recommend("s", 5, [1012], overload=None)).stage == "stream"

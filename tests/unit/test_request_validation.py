@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from serving.event_sink import KafkaUnavailable
+from serving.loop_watch import LoopWatch
+from serving.recommender import Result
 from serving.routes import events, health, recommend
 from serving.schemas import MAX_K, RecommendRequest
 from streamrec.events import MAX_ITEM_ID, ClickEvent
@@ -156,6 +158,7 @@ class RecordingRecommender:
 def recommend_app(max_session_items: int = 5) -> tuple[FastAPI, RecordingRecommender]:
     app = FastAPI()
     app.state.recommender = recommender = RecordingRecommender(Settings(max_session_items=max_session_items))
+    app.state.loop_watch = LoopWatch()  # not started: never overloaded
     app.include_router(recommend.router)
     return app, recommender
 
@@ -181,3 +184,25 @@ async def test_recommend_refuses_more_session_items_than_configured() -> None:
     assert answer.status_code == 422
     assert answer.json() == {"detail": "session_items has 6 items; at most 5 are accepted"}
     assert recommender.calls == 0
+
+
+class AnsweringRecommender(RecordingRecommender):
+    async def recommend(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        self.calls += 1
+        self.overload = kwargs.get("overload")
+        reasons = [f"overload: {self.overload}"] if self.overload else []
+        return Result([(7, 1.0)], "fallback_popular" if reasons else "batch", [], {"total": 0.1}, reasons)
+
+
+async def test_recommend_passes_the_loop_watchs_overload_signal_to_the_recommender() -> None:
+    app, _ = recommend_app()
+    app.state.recommender = recommender = AnsweringRecommender(Settings())
+    recommender.model_version, recommender.index_version = "v", "i"
+    app.state.loop_watch = watch = LoopWatch(shed_after_s=0.02)
+    watch.lag_s = 0.035  # as the watch's timer would have smoothed it
+    shed = await call(app, "POST", "/recommend", json={"session_id": "s"})
+    assert shed.status_code == 200, shed.text
+    assert shed.json()["degraded_reasons"] == ["overload: event loop 35 ms late (shedding over 20 ms)"]
+    watch.lag_s = 0.001
+    kept = await call(app, "POST", "/recommend", json={"session_id": "s"})
+    assert recommender.overload is None and kept.json()["degraded"] is False
