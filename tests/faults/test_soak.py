@@ -43,6 +43,7 @@ import random
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from collections.abc import Iterator
 
 import aiohttp
@@ -277,19 +278,22 @@ GC_PAUSE = "streamrec_api_gc_pause_seconds"
 LOOP_LAG = "streamrec_api_loop_lag_seconds"
 
 
-def api_pauses(api: str) -> tuple[Buckets | None, float, Buckets | None]:
-    """The API's collector pauses so far (histogram, None before the first; seconds in all) and its
-    event loop's lag histogram."""
-    samples = parse(httpx.get(f"{api}/metrics", timeout=5).text)
-    return Buckets.of(samples, GC_PAUSE), total(samples, f"{GC_PAUSE}_sum") or 0.0, Buckets.of(samples, LOOP_LAG)
+@dataclass(frozen=True)
+class ApiFigures:
+    """What the soak reads from the API's /metrics before and after the run."""
 
+    gc_pauses: Buckets | None  # generation 1-2 collector pauses (None before the first)
+    gc_seconds: float  # paused in all
+    loop_lag: Buckets | None
+    shed: float  # /recommend answers shed to the in-memory fallbacks for overload
+    answered: float  # all /recommend answers
 
-def shed_so_far(api: str) -> tuple[float, float]:
-    """(/recommend answers the API shed to its in-memory fallbacks for overload, all /recommend
-    answers) so far."""
-    samples = parse(httpx.get(f"{api}/metrics", timeout=5).text)
-    return (total(samples, "streamrec_recommend_degraded_total", reason="overload") or 0.0,
-            total(samples, "streamrec_recommend_seconds_count") or 0.0)
+    @classmethod
+    def read(cls, api: str) -> ApiFigures:
+        samples = parse(httpx.get(f"{api}/metrics", timeout=5).text)
+        return cls(Buckets.of(samples, GC_PAUSE), total(samples, f"{GC_PAUSE}_sum") or 0.0, Buckets.of(samples, LOOP_LAG),
+                   total(samples, "streamrec_recommend_degraded_total", reason="overload") or 0.0,
+                   total(samples, "streamrec_recommend_seconds_count") or 0.0)
 
 
 def over(buckets: Buckets | None, bound_s: float) -> float:
@@ -354,8 +358,7 @@ def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
                         process.pid_names(live_settings)), ("worker", soak_worker), ("loadgen", os.getpid())] if pid})
     tracer.start()
     sample(0.0)
-    gc_before = api_pauses(api)
-    shed_before = shed_so_far(api)
+    before = ApiFigures.read(api)
     api_log_at = process.log_path("api", live_settings).stat().st_size
     redis = redis_lib.Redis.from_url(live_settings.redis_url)
     redis.config_set("latency-monitor-threshold", 25)  # Redis' own record of its slow events (ms)
@@ -363,11 +366,11 @@ def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
     start, results = asyncio.run(open_loop(api, traffic, rate, SOAK_S, on_tick=sample, lag=lag))
     sample(SOAK_S)
     tracer.stop()
-    gc_after, gc_seconds, lag_after = api_pauses(api)
-    shed, answered = (now - then for now, then in zip(shed_so_far(api), shed_before))
-    gc_pauses = gc_after.since(gc_before[0]) if gc_after else None
+    after = ApiFigures.read(api)
+    shed, answered = after.shed - before.shed, after.answered - before.answered
+    gc_pauses = after.gc_pauses.since(before.gc_pauses) if after.gc_pauses else None
     gc_over_50ms = over(gc_pauses, 0.05)
-    loop_lag = lag_after.since(gc_before[2]) if lag_after else None
+    loop_lag = after.loop_lag.since(before.loop_lag) if after.loop_lag else None
     redis_slow = {name.decode() if isinstance(name, bytes) else name: worst
                   for name, _, _, worst in redis.execute_command("LATENCY", "LATEST")}
     loop_stalls = api_loop_stalls(live_settings, api_log_at)
@@ -405,7 +408,7 @@ def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
           + " cores=" + json.dumps({name: [round(v, 2) for v in levels] for name, levels in cores.items()})
           + f" sessions_evicted_in_run={evicted:.0f} api_gc_pauses_gen1_2={gc_over_50ms:.0f} over 50 ms "
           f"({gc_pauses.count if gc_pauses else 0:.0f} collections, "
-          f"{(gc_seconds - gc_before[1]) * 1000:.0f} ms paused in all) api_loop_lag_over_100ms={over(loop_lag, 0.1):.0f} "
+          f"{(after.gc_seconds - before.gc_seconds) * 1000:.0f} ms paused in all) api_loop_lag_over_100ms={over(loop_lag, 0.1):.0f} "
           f"api_loop_stalls_logged={len(loop_stalls)} redis_latest_slow_ms={json.dumps(redis_slow)} "
           f"shed_for_overload={shed:.0f} of {answered:.0f} answers ({shed / max(answered, 1):.2%})")
     for report in loop_stalls[:5]:
