@@ -272,7 +272,8 @@ def _health(url: str) -> dict | None:
 
 
 @contextmanager
-def running_server(settings: Settings, url: str | None, workers: int | None = None) -> Iterator[tuple[str, int | None]]:
+def running_server(settings: Settings, url: str | None, workers: int | None = None,
+                   env_overrides: dict[str, str] | None = None) -> Iterator[tuple[str, int | None]]:
     """(base url, pid or None): the given server, or `streamrec serve` started here and stopped on exit."""
     if url is not None:
         if _health(url.rstrip("/")) is None:
@@ -285,7 +286,8 @@ def running_server(settings: Settings, url: str | None, workers: int | None = No
     port = free_port()
     argv = [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers or settings.api_workers)]
-    env = {**settings.to_env(), "STREAMREC_API_HOST": "127.0.0.1", "STREAMREC_API_PORT": str(port)}
+    env = {**settings.to_env(), "STREAMREC_API_HOST": "127.0.0.1", "STREAMREC_API_PORT": str(port),
+           **(env_overrides or {})}
     base = f"http://127.0.0.1:{port}"
     with service(f"bench-api-{port}", argv, settings, lambda: _health(base) is not None, env=env) as pid:
         yield base, pid
@@ -347,9 +349,42 @@ def where_we_stand(levels: list[dict], errors: int) -> dict[str, Any]:
                     "errors": (0, errors, lambda v, t: v <= t)})
 
 
+LOG_COST_CONNECTIONS = 8
+LOG_COST_TARGET_MS = 0.1  # issue 12: the inference log costs at most this much server CPU per request
+
+
+def impression_log_cost(settings: Settings, script: Path, bodies: Path, duration_s: float, warmup_s: float,
+                        rounds: int = 5) -> dict[str, Any]:
+    """Server CPU per request with the inference log on and off: two servers started alike, one with
+    STREAMREC_IMPRESSION_LOG=false, loaded in alternating rounds; the cost is the difference of the
+    medians. `bodies` are the reference requests (empty sessions: popular items, no model work):
+    the log's work does not depend on how the list was made, and on cheap requests the difference
+    stands out of the run-to-run spread (on the full pipeline, ~4.5 ms of CPU a request, two
+    servers both logging differed by 0.2 ms)."""
+    console.print(f"impression log: CPU per request on / off, {rounds} alternating rounds at concurrency "
+                  f"{LOG_COST_CONNECTIONS}, {duration_s:g}s each")
+    on: list[float] = []
+    off: list[float] = []
+    with running_server(settings, None, workers=1, env_overrides={"STREAMREC_IMPRESSION_LOG": "true"}) as (
+            on_base, on_pid), \
+            running_server(settings, None, workers=1, env_overrides={"STREAMREC_IMPRESSION_LOG": "false"}) as (
+            off_base, off_pid):
+        for server in (on_base, off_base):
+            run_wrk(server, script, bodies, LOG_COST_CONNECTIONS, max(warmup_s, 1.0))
+        for _ in range(rounds):
+            for server, server_pid, out in ((on_base, on_pid, on), (off_base, off_pid, off)):
+                before = cpu_seconds(server_pid)
+                level = run_wrk(server, script, bodies, LOG_COST_CONNECTIONS, duration_s)
+                out.append(cpu_bound(before, cpu_seconds(server_pid), level)["server_cpu_ms_per_request"])
+    cost = float(np.median(on) - np.median(off))
+    return {"connections": LOG_COST_CONNECTIONS, "rounds": rounds, "requests": "reference (empty sessions)",
+            "cpu_ms_per_request_on": on, "cpu_ms_per_request_off": off, "cost_ms_per_request": round(cost, 4),
+            "target_ms": LOG_COST_TARGET_MS, "met": cost <= LOG_COST_TARGET_MS}
+
+
 def run_serve_bench(settings: Settings, duration_s: float = 10.0, concurrency: tuple[int, ...] = (1, 8, 32),
                     rate: float = 250.0, url: str | None = None, warmup_s: float = 3.0, n_bodies: int = 4000,
-                    sample: int = 200, seed: int = 0, workers: int | None = None) -> dict[str, Any]:
+                    sample: int = 200, seed: int = 0, workers: int | None = None, log_rounds: int = 3) -> dict[str, Any]:
     """`rate` 0 skips the open loop; `url` None starts `streamrec serve` with `workers` processes here."""
     from streamrec.artifacts import RANKER, load_current
 
@@ -406,6 +441,9 @@ def run_serve_bench(settings: Settings, duration_s: float = 10.0, concurrency: t
                 level = run_wrk(base, script, path_file, connections, duration_s)
                 results.append({**level, **cpu_bound(before, cpu_seconds(pid), level)})
 
+        log_cost = impression_log_cost(settings, script, reference_file, duration_s, warmup_s, log_rounds) \
+            if url is None and log_rounds > 0 else None
+
         open_loop: dict[str, Any] | None = None
         if rate > 0:
             console.print(f"open loop: {rate:g} requests/s for {duration_s:g}s, then the reference")
@@ -433,6 +471,7 @@ def run_serve_bench(settings: Settings, duration_s: float = 10.0, concurrency: t
         "sessions": {"source": sessions.source, "bodies": len(bodies), "mean_items": round(float(lengths.mean()), 2),
                      "k": K},
         "response_check": check,
+        "impression_log": log_cost,
         "targets": where_we_stand(levels, sum(run["errors"] for run in under_load)),
         "duration_s": duration_s,
         "warmup_s": warmup_s,
@@ -461,6 +500,12 @@ def render(result: dict[str, Any]) -> None:
                      for path, run in (("recommend", result["rate"]), ("reference", result["rate"]["reference"]))])
     timings = result["response_check"]["server_timings_mean_ms"]
     print_table("server step timings, sequential sample (mean ms)", [timings] if timings else [])
+    log = result.get("impression_log")
+    if log:
+        print_table("impression log: server CPU ms per request, on / off (alternating rounds)",
+                    [{"log": "on", **{f"round {n + 1}": v for n, v in enumerate(log["cpu_ms_per_request_on"])}},
+                     {"log": "off", **{f"round {n + 1}": v for n, v in enumerate(log["cpu_ms_per_request_off"])}},
+                     {"log": "cost (median on - off)", "round 1": log["cost_ms_per_request"]}])
     print_targets(result)
 
 
@@ -477,6 +522,8 @@ def serve(
     seed: Seed = 0,
     workers: Annotated[int | None, typer.Option(
         min=1, help="Processes of the started server (default STREAMREC_API_WORKERS).")] = None,
+    log_rounds: Annotated[int, typer.Option(
+        min=0, help="Rounds of the inference log's CPU cost (on vs a second server with it off); 0 skips it.")] = 3,
 ) -> None:
     """`POST /recommend` under load: wrk at fixed concurrency, an open loop at a fixed rate, against a reference."""
     try:
@@ -486,4 +533,4 @@ def serve(
     if not levels or min(levels) < 1:
         raise typer.BadParameter("--concurrency needs at least one level, each ≥ 1")
     run_command(lambda: run_serve_bench(get_settings(), duration, levels, rate, url, warmup, bodies, sample, seed,
-                                        workers), render, as_json)
+                                        workers, log_rounds), render, as_json)

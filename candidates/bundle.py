@@ -8,7 +8,11 @@ either complete or refused as a whole.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,7 @@ from candidates.features import CandidateGenerators
 from candidates.index import CandidateIndex, save_index
 from candidates.ranker_model import RankerModel, load_report, save_report
 from candidates.session_knn import SessionKNN
-from streamrec.artifacts import ModelArtifacts, current_version
+from streamrec.artifacts import META, RANKER, RANKER_BATCH_ONLY, RANKER_META, ModelArtifacts, current_version
 
 
 @dataclass
@@ -72,3 +76,29 @@ class ModelBundle:
             self.ranker_batch_only.save(self.path, batch_only=True)
         if self.ranker_report:
             save_report(self.path, self.ranker_report)
+
+
+def derive_popularity_baseline(source: Path, target: Path) -> str:
+    """A new version in `target` that retrieves candidates as `source` does and ranks them by
+    training popularity alone: the control arm of an A/B test or a bandit. Its files are hard links
+    to the source's (versions are immutable), less the ranker; returns its version name."""
+    source, target = Path(source), Path(target)
+    if not (source / META).exists():
+        raise FileNotFoundError(f"no model version at {source}")
+    if target.exists():
+        raise FileExistsError(f"{target} exists: versions are immutable")
+    staging = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.is_file() and path.name not in {META, RANKER, RANKER_META, RANKER_BATCH_ONLY}:
+            try:
+                os.link(path, staging / path.name)
+            except OSError:  # another file system: a copy is as good
+                shutil.copy2(path, staging / path.name)
+    meta = json.loads((source / META).read_text())
+    meta.update(version=target.name, scorer="popularity", baseline_of=meta.get("version", source.name),
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    (staging / META).write_text(json.dumps(meta, indent=2))
+    os.replace(staging, target)  # the version appears whole or not at all
+    return target.name

@@ -28,6 +28,15 @@ console = Console(stderr=True)
 from bench.cli import bench_app  # noqa: E402 - sub-commands import their heavy modules lazily
 
 app.add_typer(bench_app, name="bench")
+from cli.models import models_app  # noqa: E402
+
+app.add_typer(models_app, name="models")
+from cli.report import report_app  # noqa: E402
+
+app.add_typer(report_app, name="report")
+from cli.simulate import simulate  # noqa: E402
+
+app.command()(simulate)
 
 
 def _settings() -> Settings:
@@ -97,13 +106,20 @@ def feast(ctx: typer.Context) -> None:
 def train(
     dataset: Annotated[Optional[Path], typer.Option(help="Dataset folder or file; synthetic sessions if omitted.")] = None,
     apply: Annotated[bool, typer.Option(help="Also run feast apply + materialize afterwards.")] = True,
+    promote: Annotated[bool, typer.Option(help="Make the new version the champion (--no-promote: write it beside "
+                                          "the champion, leave the batch sources and Feast alone).")] = True,
 ) -> None:
     """Train item embeddings, fallbacks and the FAISS index; write Feast batch sources."""
     from training.feast_ops import apply_and_materialize
     from training.pipeline import train as run_training
 
     settings = _settings()
-    artifacts = run_training(settings, dataset)
+    artifacts = run_training(settings, dataset, promote=promote)
+    if not promote:
+        console.print(f"model version [bold]{artifacts.version}[/bold] written beside the champion; serve it with "
+                      f"`streamrec models promote {artifacts.version}` (or route to it: `streamrec models route ab "
+                      f"--arm {artifacts.version}`)")
+        return
     if apply:
         apply_and_materialize(settings)
     console.print(f"model version [bold]{artifacts.version}[/bold] is current")

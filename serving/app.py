@@ -1,4 +1,4 @@
-"""The FastAPI application: lifespan opens clients and loads the model once; routers do the rest."""
+"""The FastAPI application: lifespan opens clients and loads the model versions; routers do the rest."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from fastapi.responses import JSONResponse
 
 from serving import metrics
 from serving.body_limit import BodySizeLimit
-from serving.bundle import load_recommender
+from serving.model_pool import ModelPool
 from serving.event_sink import EventSink
+from serving.impression_log import ImpressionLog
+from serving.routing import LiveRouting
 from serving.loop_watch import LoopWatch
 from serving.ops import watch_dependencies
 from serving.routes import events, health, items, ops, recommend, ui
@@ -33,9 +35,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = OnlineStore.from_url(settings.redis_url, timeout_s=max(settings.latency_budget_ms / 1000, 0.05))
         app.state.settings = settings
         app.state.store = store
-        app.state.recommender = load_recommender(settings, store)
-        await app.state.recommender.warm_up()
+        app.state.models = ModelPool(settings, store)  # the champion (and arms), swapped in the background
+        await app.state.models.start()
         app.state.event_sink = EventSink(settings)
+        app.state.impression_log = ImpressionLog(settings)
+        app.state.impression_log.start()
+        app.state.routing = LiveRouting(store.client, settings.bandit_refresh_s)  # who answers each request
         # What is loaded now lives as long as the process: move it out of the collector's reach.
         # A full collection over the ~150k objects of the imports and the model took ~70 ms, a
         # stall every few thousand requests that showed as p99 spikes in the soak test.
@@ -44,14 +49,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.time_gc_pauses()
         app.state.loop_watch = LoopWatch(shed_after_s=settings.shed_loop_lag_ms / 1000)
         app.state.loop_watch.start()
-        watcher = asyncio.create_task(watch_dependencies(store, app.state.event_sink))  # streamrec_dependency_up
+        background = [asyncio.create_task(watch_dependencies(store, app.state.event_sink)),  # streamrec_dependency_up
+                      asyncio.create_task(app.state.routing.run())]
         try:
             yield
         finally:
             await app.state.loop_watch.stop()
-            watcher.cancel()
-            with suppress(asyncio.CancelledError):
-                await watcher
+            for task in background:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+            await app.state.models.close()
+            await app.state.impression_log.close()
             await app.state.event_sink.close()
             await store.close()
 

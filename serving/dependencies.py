@@ -7,6 +7,9 @@ import secrets
 from fastapi import Header, HTTPException, Request, status
 
 from serving.event_sink import EventSink
+from serving.impression_log import ImpressionLog
+from serving.routing import LiveRouting
+from serving.model_pool import ModelPool
 from serving.recommender import Recommender
 from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
@@ -16,8 +19,13 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+async def get_models(request: Request) -> ModelPool:
+    return request.app.state.models
+
+
 async def get_recommender(request: Request) -> Recommender:
-    return request.app.state.recommender
+    """The champion's recommender, read once per request: a swap never changes it mid-request."""
+    return request.app.state.models.champion
 
 
 async def get_overload(request: Request) -> str | None:
@@ -27,6 +35,14 @@ async def get_overload(request: Request) -> str | None:
 
 async def get_event_sink(request: Request) -> EventSink:
     return request.app.state.event_sink
+
+
+async def get_routing(request: Request) -> LiveRouting:
+    return request.app.state.routing
+
+
+async def get_impression_log(request: Request) -> ImpressionLog:
+    return request.app.state.impression_log
 
 
 async def get_store(request: Request) -> OnlineStore:

@@ -23,6 +23,20 @@ REQUEST_SECONDS = Histogram(
 )
 DEGRADED = Counter("streamrec_recommend_degraded_total", "Recommendations served degraded.", ["reason"])
 EVENTS = Counter("streamrec_api_events_total", "Click events received by POST /events.", ["outcome"])
+IMPRESSIONS_LOGGED = Counter("streamrec_impressions_logged_total",
+                             "Impression records (the inference log) Kafka acknowledged.")
+IMPRESSIONS_DROPPED = Counter(
+    "streamrec_impressions_dropped_total", "Impression records not logged: buffer_full (Kafka slower than the "
+    "answers, or down), kafka (not acknowledged), shutdown (still buffered when the process stopped).", ["reason"])
+SHADOW_SKIPPED = Counter("streamrec_shadow_skipped_total", "Shadow scorings not done: too many running, or "
+                         "the challenger failed.")
+MODEL_LOAD_FAILURES = Counter("streamrec_model_load_failures_total",
+                              "Model versions an API process failed to load (it kept serving the versions it had).")
+MODEL_SWAPS = Counter("streamrec_model_swaps_total", "Swaps to a new set of model versions (champion or routing arms).")
+# 1 for the version an API process serves as champion, 0 for the one it served before (mostrecent:
+# with several workers, each label's latest write of any of them; see DEPENDENCY_UP below).
+MODEL_CHAMPION = Gauge("streamrec_model_champion", "1 for the champion version the API serves.", ["version"],
+                       multiprocess_mode="mostrecent")
 # Set every ~2 s by each API process (serving.ops.watch_dependencies). "mostrecent": with several
 # workers the latest check of any of them is reported. Not max/min: nobody calls mark_process_dead,
 # so a killed worker's file stays and its last value would win a max (hiding an outage) or a min

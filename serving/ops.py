@@ -1,5 +1,9 @@
 """Live operations figures for GET /ops/summary, and the dependency probe behind streamrec_dependency_up.
 
+The `online` part (the routing policy and each arm's share, impressions and CTR with its Wilson
+interval) comes from the live router (`serving.routing.LiveRouting`), whose counters the API
+refreshes from Redis every STREAMREC_BANDIT_REFRESH_S; no extra Redis read per call.
+
 Sources are the existing Prometheus metrics only: the API's own (`serving.metrics.exposition()`,
 summed over its worker processes) and the streaming worker's, scraped from its /metrics. Both
 are cumulative, so rates and percentiles need two snapshots: each API process keeps a bounded
@@ -20,10 +24,14 @@ from dataclasses import dataclass, field
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel, Field
 
 from serving import metrics
 from serving.event_sink import EventSink
-from serving.schemas import ApiOps, OpsPoint, OpsSummary, WorkerOps
+from serving.routing import Router
+from serving import schemas
+from serving.schemas import ApiOps, OpsPoint, WorkerOps
+from streamrec.arm_stats import ArmStats, ctr_interval
 from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
 
@@ -227,6 +235,54 @@ def _lag(worker: WorkerSnapshot | None) -> float | None:
     return sum(worker.lag_by_topic.values()) if worker and worker.lag_by_topic else None
 
 
+class OnlineArm(BaseModel):
+    """One model version of the routing, as the worker's counters (in Redis) last said."""
+
+    version: str
+    champion: bool
+    share: float = Field(..., description="Its current probability of answering a new session (the bandit's is "
+                         "Thompson sampling's; shadow: the champion answers everything).")
+    shadow: bool = Field(False, description="A shadow challenger: scored and logged, never shown.")
+    impressions: int = Field(..., description="Served answers counted by the worker (for a shadow arm: its lists).")
+    clicked: int = Field(..., description="Of those, answers followed by a click on a shown item (shadow: lists "
+                         "that held the clicked item).")
+    ctr: float | None = Field(None, description="clicked / impressions; null before the first impression.")
+    ctr_low: float | None = Field(None, description="Wilson 95% interval of the CTR, low end.")
+    ctr_high: float | None = None
+
+
+class OnlineOps(BaseModel):
+    """The routing in force and its arms' live figures (`streamrec report online` for the full report)."""
+
+    policy: str
+    experiment: str
+    arms: list[OnlineArm]
+
+
+class OpsSummary(schemas.OpsSummary):
+    """Live operations figures (see the base) and the online loop's: the routing and its arms."""
+
+    online: OnlineOps | None = Field(None, description="The routing policy and each arm's traffic share and CTR; "
+                                     "null while no model is loaded.")
+
+
+def online_ops(router: Router) -> OnlineOps:
+    """The router's policy, share and counters (refreshed from Redis by LiveRouting), per arm."""
+    share = router.share()
+    arms = []
+    for version in router.arms:
+        stats = router.stats.get(version, ArmStats(version))
+        shadow = router.policy == "shadow" and version != router.champion
+        shown, clicked = ((stats.shadow_impressions, stats.shadow_clicked) if shadow
+                          else (stats.impressions, stats.clicked))
+        interval = ctr_interval(clicked, shown)
+        arms.append(OnlineArm(version=version, champion=version == router.champion, share=share.get(version, 0.0),
+                              shadow=shadow, impressions=shown, clicked=clicked,
+                              ctr=clicked / shown if shown else None,
+                              ctr_low=interval[0] if interval else None, ctr_high=interval[1] if interval else None))
+    return OnlineOps(policy=router.policy, experiment=router.experiment, arms=arms)
+
+
 @dataclass
 class OpsMonitor:
     """One per API process: takes a snapshot per call, keeps a bounded ring of them, and summarises."""
@@ -272,7 +328,7 @@ class OpsMonitor:
         inside = [s for s in earlier if s.mono >= snap.mono - window_s]
         return inside[0] if inside else earlier[-1]
 
-    async def summary(self, window_s: float) -> OpsSummary:
+    async def summary(self, window_s: float, online: OnlineOps | None = None) -> OpsSummary:
         snap = await self.snapshot()
         base = self.base_for(snap, window_s)
         self.keep(snap)
@@ -300,6 +356,7 @@ class OpsMonitor:
             ),
             dependencies=snap.dependencies,
             series=[point for _, point in list(self.ring)[-SERIES_POINTS:] if point is not None],
+            online=online,
         )
 
 

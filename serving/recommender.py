@@ -73,11 +73,15 @@ class Recommender:
         self.index_version = bundle.index_version
         self.generators = bundle.generators(ann_k=settings.candidates_k)
         self.fallbacks = self.generators.fallbacks
-        self.scorer = scorer or Scorer(bundle.ranker)
+        self.scorer = scorer or Scorer.for_version(bundle.ranker, bundle.artifacts.meta)
         self.trending_cache = TTLCache(settings.item_feature_cache_ms / 1000)
         self.redis_breaker = CircuitBreaker(open_s=1.0)
         self.retrieval_cost = StepCost(initial_s=0.002)
         self.reserve_ms = min(5.0, settings.latency_budget_ms * 0.2)
+        # Whether the online store holds this version's item embeddings (serving.model_pool checks it
+        # when it loads a version): the store has one version's, materialized by `streamrec train`; a
+        # version beside it (an arm, or a champion promoted later) uses its own copy, never another's.
+        self.embeddings_online = True
 
     @property
     def model_version(self) -> str:
@@ -112,7 +116,7 @@ class Recommender:
         """Embeddings of the session's items from the online store (rows already `prefetched` are
         not read again; the others are added to it); the model's copy if it is down."""
         stored = prefetched
-        to_read = [item for item in items if item not in stored]
+        to_read = [item for item in items if item not in stored] if self.embeddings_online else []
         if to_read:
             rows = await self._read(budget, [ReadRequest(s.ITEM_EMBEDDINGS_VIEW, to_read, (s.EMBEDDING,))],
                                     "item embeddings", reasons)
@@ -179,12 +183,12 @@ class Recommender:
             # requests then need one round trip, and only the stream's other items a second one.
             known = list(dict.fromkeys(request_items))
             reads = [ReadRequest(s.SESSION_FEATURES_VIEW, [session_id], (s.RECENT_ITEMS,))]
-            if known:
+            if known and self.embeddings_online:
                 reads.append(ReadRequest(s.ITEM_EMBEDDINGS_VIEW, known, (s.EMBEDDING,)))
             rows = await self._read(budget, reads, "session features", reasons)
             session_row = rows[0][0] if rows else None
             stream_items = list(session_row[s.RECENT_ITEMS] or []) if session_row else []
-            if rows is not None and known:
+            if rows is not None and len(rows) > 1:
                 prefetched = dict(zip(known, rows[1]))
             timings.lap("session_features")
         items = merge_session_items(stream_items, request_items, self.settings.max_session_items)

@@ -48,6 +48,8 @@ class ScoredItem(BaseModel):
 class Recommendation(BaseModel):
     """Top-k items, how they were produced and how long each step took."""
 
+    request_id: str = Field(..., description="This answer's id in the inference log (the `impressions` topic): "
+                            "clicks that follow are attributed to it.")
     session_id: str
     items: list[ScoredItem]
     stage: Stage = Field(..., description="stream: streaming session features were used; batch: only "
@@ -57,8 +59,12 @@ class Recommendation(BaseModel):
     degraded_reasons: list[str] = Field(default_factory=list, description="Why, one entry per cause, each "
                                         "'step: what happened' (e.g. 'overload: event loop 35 ms late …').")
     session_items_used: list[int] = Field(default_factory=list, description="Session items, oldest first.")
-    model_version: str
+    model_version: str = Field(..., description="The version that answered (the arm the routing policy picked).")
     index_version: str
+    policy: Literal["single", "ab", "shadow", "bandit"] = Field(
+        "single", description="The routing policy in force (`streamrec models route`).")
+    propensity: float = Field(1.0, description="The probability with which the policy picked this version for "
+                              "this request (logged with the impression, for off-policy evaluation).")
     timings_ms: dict[str, float]
 
 
@@ -80,11 +86,16 @@ class Health(BaseModel):
     kafka: DependencyHealth
     index: DependencyHealth
     model: DependencyHealth
-    model_version: str
+    model_version: str = Field(description="The champion: the version that answers unless routing picks another.")
     index_version: str
+    loaded_versions: list[str] = Field(description="Versions this API process holds loaded, the champion first, then "
+                                       "the routing's arms; a promotion or a routing change is swapped in within "
+                                       "about STREAMREC_MODEL_POLL_S.")
+    routing_policy: Literal["single", "ab", "shadow", "bandit"] = Field(
+        description="The routing config the loaded versions were built for.")
     catalogue_items: int = Field(description="Items the served model version knows.")
     index_items: int = Field(description="Items in the FAISS index.")
-    scorer: Literal["lightgbm-lambdarank", "blend"] = Field(description="What ranks the candidates.")
+    scorer: Literal["lightgbm-lambdarank", "blend", "popularity"] = Field(description="What ranks the champion's candidates.")
 
 
 class ErrorBody(BaseModel):

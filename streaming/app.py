@@ -1,9 +1,12 @@
-"""The Faust worker: clicks topic → session table + item windows → Feast online store (Redis).
+"""The Faust worker: clicks topic → session table + item windows → Feast online store (Redis),
+and clicks + impressions → rewards per model version.
 
-Two agents, one job each: `sessions` consumes the session-keyed clicks topic, keeps per-session
-state in a table, dead-letters invalid events and forwards valid clicks re-keyed by item;
-`items` keeps per-item event-time windows. Both batch events (`take_events`) so each batch is
-one Redis round trip, and ack only after the batch's features are written (at-least-once).
+Three agents, one job each: `sessions` consumes the session-keyed clicks topic, keeps per-session
+state in a table, dead-letters invalid events, forwards valid clicks re-keyed by item and hands
+them to the reward attribution; `items` keeps per-item event-time windows; `impressions` hands the
+inference log to the reward attribution (`streaming.attribution`). All batch events
+(`take_events`) so each batch is one Redis round trip, and ack only after the batch's effects are
+written (at-least-once, idempotent).
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streaming import faust_patches, metrics
+from streaming.attribution import ImpressionWatermark, RewardAttribution
 from streaming.topics import ITEM_TABLE, SESSION_TABLE, by_item_topic
-from streaming.processor import ItemBatchProcessor, ItemClick, RawRecord, SessionBatchProcessor
+from streaming.processor import (
+    ItemBatchProcessor, ItemClick, RawRecord, SessionBatchProcessor, dead_letter_record, retry_until_done,
+)
+from streamrec.impressions import Impression, InvalidImpression
 from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
 
@@ -57,13 +64,19 @@ def create_app(settings: Settings) -> faust.App:
                        key_serializer="raw", value_serializer="raw",
                        partitions=settings.clicks_partitions)
     dead_letters = app.topic(settings.dead_letter_topic, value_serializer="raw", partitions=1)
+    impressions = app.topic(settings.impressions_topic, key_type=bytes, value_type=bytes,
+                            key_serializer="raw", value_serializer="raw", partitions=settings.clicks_partitions)
     by_item = app.topic(by_item_topic(settings), key_serializer="raw",
                         value_serializer="json", partitions=settings.clicks_partitions, internal=True)
     sessions = _key_partitioned_table(app, SESSION_TABLE, settings.clicks_partitions)
     items = _key_partitioned_table(app, ITEM_TABLE, settings.clicks_partitions)
 
-    faust_patches.install_consumer_patches(app, {settings.clicks_topic, by_item_topic(settings)})
+    faust_patches.install_consumer_patches(
+        app, {settings.clicks_topic, by_item_topic(settings), settings.impressions_topic})
     store = OnlineStore.from_url(settings.redis_url, timeout_s=settings.write_timeout_s)  # one timeout per batch
+    attribution = RewardAttribution(store.client, settings.attribution_window_s, retry_until_done)
+    watermark = ImpressionWatermark()
+    attribution.clock = watermark
 
     async def send_dead_letter(message: bytes) -> None:
         await dead_letters.send(value=message)
@@ -77,7 +90,10 @@ def create_app(settings: Settings) -> faust.App:
         for partition, payload in grouped.items():
             await by_item.send(value={"clicks": payload}, partition=partition)
 
-    session_processor = SessionBatchProcessor(settings, store, sessions, send_dead_letter, forward)
+    async def attribute_clicks(clicks) -> None:  # noqa: ANN001 - list[attribution.Click]
+        await attribution.record(clicks=clicks)
+
+    session_processor = SessionBatchProcessor(settings, store, sessions, send_dead_letter, forward, attribute_clicks)
     item_processor = ItemBatchProcessor(store, items)
     within = settings.flush_interval_ms / 1000
     processed = metrics.ProcessedOffsets()
@@ -96,6 +112,27 @@ def create_app(settings: Settings) -> faust.App:
             await item_processor.process([ItemClick.from_json(c) for e in events for c in _as_dict(e.value)["clicks"]])
             processed.done((e.message.topic, e.message.partition, e.message.offset) for e in events)
 
+    @app.agent(impressions, name="impressions")
+    async def process_impressions(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.flush_max_events, within=within):
+            valid = []
+            for e in events:
+                try:
+                    valid.append(Impression.from_bytes(e.value))
+                except InvalidImpression as invalid:
+                    record = RawRecord(e.value, e.message.partition, e.message.offset, e.message.topic)
+                    await send_dead_letter(dead_letter_record(record, f"impression: {invalid}"))
+                    metrics.INVALID_IMPRESSIONS.inc()
+            await attribution.record(impressions=valid)
+            processed.done((e.message.topic, e.message.partition, e.message.offset) for e in events)
+            for e in events:  # the record's time: the API's, a few ms after the answer it logs
+                watermark.processed(e.message.partition, e.message.timestamp or 0.0)
+
+    @app.timer(interval=1.0)
+    async def decide_settled_clicks() -> None:
+        """Clicks whose impression can no longer arrive (a session's last click, or none at all)."""
+        await attribution.sweep()
+
     @app.timer(interval=min(60.0, settings.session_idle_s / 4))
     async def evict_idle_sessions() -> None:
         """A session idle for `session_idle_s` is over: its state leaves the worker's memory (its
@@ -109,6 +146,7 @@ def create_app(settings: Settings) -> faust.App:
         """Lag per assigned partition: the highwater of the last fetch minus what the agents have
         processed (no broker request)."""
         lag_reporter.update(consumer_lags(app, processed))
+        watermark.update(impression_lags(app, processed, settings.impressions_topic))
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust web signature
@@ -131,6 +169,29 @@ def consumer_lags(app: faust.App, processed: metrics.ProcessedOffsets) -> dict[t
             return None
 
     return processed.lags(((tp.topic, tp.partition) for tp in assigned), highwater)
+
+
+def impression_lags(app: faust.App, processed: metrics.ProcessedOffsets, topic: str) -> dict[int, int | None]:
+    """Lag of each assigned partition of the impressions topic; None where it cannot be known yet
+    (no highwater, or records there but none processed since start)."""
+    try:
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
+    except Exception:  # noqa: BLE001 - no consumer thread yet (starting or stopping)
+        return {}
+    out: dict[int, int | None] = {}
+    for tp in assigned:
+        try:
+            high = app.consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - revoked since `assignment()`
+            continue
+        last = processed.last.get((topic, tp.partition))
+        if high is None:
+            out[tp.partition] = None
+        elif last is None:
+            out[tp.partition] = 0 if high == 0 else None
+        else:
+            out[tp.partition] = max(0, high - (last + 1))
+    return out
 
 
 class KeyPartitionedTable(faust.Table):

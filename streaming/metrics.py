@@ -38,6 +38,24 @@ FRESHNESS_SECONDS = Histogram(
     "session features were written to the online store.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 1, 2.5, 5, 10),  # fine near the 250 ms target
 )
+IMPRESSIONS = Counter(
+    "streamrec_worker_impressions_total",
+    "Impression records (the inference log) seen by the reward attribution, by arm (model version), "
+    "track (served or shadow) and outcome (counted, or duplicate: a redelivered record).",
+    ["arm", "track", "outcome"],
+)
+INVALID_IMPRESSIONS = Counter(
+    "streamrec_worker_impressions_dead_lettered_total", "Impression records that could not be parsed (dead-lettered)."
+)
+REWARDS = Counter(
+    "streamrec_worker_rewards_total",
+    "Impressions followed by a click on an item they showed (each counted once), by arm and track.",
+    ["arm", "track"],
+)
+REWARD_RANK = Histogram(
+    "streamrec_worker_reward_rank", "Rank (1-based) of the clicked item in its rewarded impression.",
+    ["arm", "track"], buckets=(1, 2, 3, 5, 10, 20, 50, 100),
+)
 CONSUMER_LAG = Gauge(
     "streamrec_worker_consumer_lag",
     "Records in each assigned partition not yet turned into features (highwater - last processed offset - 1).",

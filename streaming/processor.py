@@ -16,16 +16,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from redis.exceptions import RedisError
 
 from streamrec import feature_schema as s
 from streaming import item_windows, metrics, session_state
+from streaming.attribution import Click
 from streamrec.events import InvalidEvent, parse_event
 from streamrec.online_store import OnlineStore, Row
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,23 +84,26 @@ def dead_letter_record(record: RawRecord, reason: str) -> bytes:
 
 DeadLetter = Callable[[bytes], Awaitable[object]]
 Forward = Callable[[list[ItemClick]], Awaitable[object]]
+ClicksHook = Callable[[list[Click]], Awaitable[object]]
 
 
 class SessionBatchProcessor:
     """clicks topic → session features (and item clicks forwarded for the trending windows)."""
 
     def __init__(self, settings: Settings, store: OnlineStore, sessions: MutableMapping,
-                 dead_letter: DeadLetter, forward: Forward) -> None:
+                 dead_letter: DeadLetter, forward: Forward, on_clicks: ClicksHook | None = None) -> None:
         self.settings = settings
         self.store = store
         self.sessions = sessions
         self.dead_letter = dead_letter
         self.forward = forward
+        self.on_clicks = on_clicks  # the reward attribution: every valid click, after the features
 
     async def process(self, batch: list[RawRecord]) -> int:
         """Apply a batch; returns the number of newly applied clicks."""
         touched: dict[str, session_state.SessionState] = {}
         forwarded: list[ItemClick] = []
+        clicks: list[Click] = []
         written_stamps: list[float | None] = []  # of the records whose features this batch writes
         applied = resent = 0
         now = time.time()
@@ -126,6 +132,8 @@ class SessionBatchProcessor:
             # Always forward: the item side dedupes by (partition, offset), and a forward lost in a
             # crash is only resent if we resend on redelivery.
             forwarded.append(ItemClick(event.item_id, ts_ms, record.partition, record.offset))
+            clicks.append(Click(event.session_id, event.item_id, record.timestamp or event.ts,
+                                record.partition, record.offset))
         if forwarded:
             await self.forward(forwarded)
         if touched:
@@ -134,6 +142,8 @@ class SessionBatchProcessor:
                 await write_until_done(self.store, s.SESSION_FEATURES_VIEW, rows, self.settings.session_ttl_s)
             metrics.observe_freshness(written_stamps, time.time())
             await put_state(self.sessions, {sid.encode(): st for sid, st in touched.items()})
+        if clicks and self.on_clicks is not None:
+            await self.on_clicks(clicks)
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.EVENTS.labels("applied").inc(applied)
         metrics.EVENTS.labels("duplicate").inc(len(forwarded) - applied + resent)  # redelivered or re-sent
@@ -141,7 +151,14 @@ class SessionBatchProcessor:
 
 
 async def write_until_done(store: OnlineStore, view: str, rows: list[Row], expire_s: int | None = None) -> None:
-    """Write, retrying with backoff while Redis is unreachable.
+    """Write, retrying with backoff while Redis is unreachable (see `retry_until_done`)."""
+    # The store bounds the whole batch by its timeout and drops a connection left mid-reply, so
+    # the retry starts on a clean one.
+    await retry_until_done(lambda: store.write(view, rows, expire_s=expire_s))
+
+
+async def retry_until_done(call: Callable[[], Awaitable[T]]) -> T:
+    """Run `call` until Redis takes it, with backoff.
 
     The batch is not acked until this returns, so stalling here (rather than dropping the
     batch or crashing the agent) is what keeps an outage from losing clicks.
@@ -149,10 +166,7 @@ async def write_until_done(store: OnlineStore, view: str, rows: list[Row], expir
     delay = 0.05
     while True:
         try:
-            # The store bounds the whole batch by its timeout and drops a connection left mid-reply,
-            # so the retry starts on a clean one.
-            await store.write(view, rows, expire_s=expire_s)
-            return
+            return await call()
         except (RedisError, OSError) as exc:
             metrics.WRITE_RETRIES.inc()
             log.warning("online store write failed (%s); retrying in %.2fs", exc, delay)

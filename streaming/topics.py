@@ -36,6 +36,7 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(settings.clicks_topic, partitions),
         TopicSpec(settings.dead_letter_topic, 1),
+        TopicSpec(settings.impressions_topic, partitions),
         TopicSpec(by_item_topic(settings), partitions),
         TopicSpec(changelog_topic(settings, SESSION_TABLE), partitions, COMPACTED),
         TopicSpec(changelog_topic(settings, ITEM_TABLE), partitions, COMPACTED),

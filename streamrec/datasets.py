@@ -133,3 +133,22 @@ def _load_retailrocket(file: Path, split: str) -> Interactions:
         ts = ts / 1000.0
     return Interactions(df["session_id"].to_numpy(np.int64), df["item_id"].to_numpy(np.int64), ts,
                         name=file.parent.name)
+
+
+def held_out_sessions(path: Path) -> list[list[int]]:
+    """The dataset's held-out (test) sessions as item lists, in time order: what `streamrec
+    simulate` replays as visitors. SR-GNN ships test rows as (prefix, next item); a session is a
+    row whose prefix + next item is no other row's prefix (its longest one). YooChoose has a test
+    file. The single-file samples have no held-out split."""
+    path = Path(path)
+    pairs = path / "test_pairs.tsv.gz"
+    if pairs.exists() or (path / "test_pairs.tsv").exists():
+        df = pd.read_csv(pairs if pairs.exists() else path / "test_pairs.tsv", sep="\t", dtype=str)
+        full = [tuple(int(t) for t in prefix.split()) + (int(label),) for prefix, label in zip(df["prefix"], df["label"])]
+        prefixes = {tuple(int(t) for t in prefix.split()) for prefix in df["prefix"]}
+        return [list(s) for s in full if s not in prefixes]
+    if path.is_dir() and list(path.glob("*_test*")):
+        from streamrec.interactions import iter_sessions
+
+        return [items for _, items, _ in iter_sessions(load_dataset(path, split="test"))]
+    raise ValueError(f"{path} has no held-out split (SR-GNN test_pairs.tsv.gz or a YooChoose *_test* file)")

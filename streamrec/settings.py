@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis of the Feast online store.")
     clicks_topic: str = Field("clicks", description="Topic of raw click events.")
     dead_letter_topic: str = Field("clicks-dlq", description="Topic for events that failed validation.")
+    impressions_topic: str = Field(
+        "impressions", description="Topic of the inference log: one record per /recommend answer (keyed by session).")
     clicks_partitions: int = Field(4, ge=1, description="Partitions of the clicks topic (keyed by session).")
     kafka_version: str = Field("4.1.1", description="Apache Kafka version fetched by `streamrec up`.")
     kafka_libs_dir: Path | None = Field(
@@ -89,6 +91,24 @@ class Settings(BaseSettings):
     item_feature_cache_ms: int = Field(
         1000, ge=0, description="How long the API reuses an item's streaming (trending) features it read; 0 = never. "
         "Session features are always read fresh.")
+    model_poll_s: float = Field(
+        2.0, gt=0, le=300, description="How often each API process looks for a new champion or routing in the "
+        "models folder; a change is loaded in the background and swapped in without a restart.")
+    impression_log: bool = Field(
+        True, description="Log every /recommend answer to the impressions topic (the inference log); off: no "
+        "rewards, no bandit learning, no online report.")
+    impression_buffer: int = Field(
+        10000, ge=1, description="Impressions an API process holds for Kafka; when Kafka is slower or down, "
+        "newer ones are dropped and counted (the answer never waits for the log).")
+    attribution_window_s: int = Field(
+        1800, ge=1, description="A click joins its session's latest impression at most this old; it is a reward "
+        "for that impression's model version when the impression showed the clicked item.")
+    bandit_refresh_s: float = Field(
+        2.0, gt=0, le=300, description="How often each API process reads the arms' reward counters (the bandit's "
+        "posterior) from Redis.")
+    max_shadow_tasks: int = Field(
+        64, ge=0, description="Shadow scorings an API process runs at once; beyond that a request's shadow list "
+        "is skipped and counted, so the challenger never takes the champion's capacity.")
     api_key: str | None = Field(
         None, description="If set, POST /events, GET /metrics and GET /ops/summary require it "
         "(X-API-Key, or Authorization: Bearer).")

@@ -31,6 +31,7 @@ def make_settings(data_dir, **overrides) -> Settings:
         kafka_libs_dir=Settings().kafka_libs,  # share the jar cache with the developer's stack
         clicks_topic=f"clicks-{tag}",
         dead_letter_topic=f"clicks-dlq-{tag}",
+        impressions_topic=f"impressions-{tag}",
         worker_id=f"streamrec-test-{tag}",
         worker_web_port=free_port(),
         api_port=free_port(),

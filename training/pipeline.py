@@ -1,7 +1,9 @@
 """`streamrec train`: dataset → embeddings → co-visitation → popularity → artifacts + index + Feast files.
 
-A run writes a new immutable version folder and only then moves CURRENT to it, so servers either
-see the old complete model or the new complete one.
+A run writes a new immutable version folder and only then promotes it (the model registry moves
+CURRENT and records it in HISTORY), so servers either see the old complete model or the new
+complete one. With `promote=False` the version is written beside the champion and nothing else
+changes: the batch sources stay the champion's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 
-from streamrec.artifacts import ModelArtifacts, set_current_version
+from streamrec.artifacts import ModelArtifacts
+from streamrec.model_registry import ModelRegistry
 from streamrec.settings import Settings
 from streamrec.datasets import load_dataset
 from streamrec.interactions import Interactions
@@ -28,8 +31,19 @@ def _version(now: datetime, data: Interactions, knobs: dict[str, Any]) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{digest}"
 
 
-def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **knobs: Any) -> ModelArtifacts:
-    """Train and publish a model version; knobs: candidates, max_cases, window, covisit_top_k,
+def data_window(data: Interactions) -> dict[str, Any]:
+    """First and last event time of the training data (ISO, UTC); `synthetic_clock`: the loader
+    made the times up (the dataset has none), so they only order the clicks."""
+    if not len(data):
+        return {"first": None, "last": None, "synthetic_clock": data.synthetic_clock}
+    first, last = (datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec="seconds")
+                   for t in (data.timestamps.min(), data.timestamps.max()))
+    return {"first": first, "last": last, "synthetic_clock": bool(data.synthetic_clock)}
+
+
+def train(settings: Settings, dataset: Path | None, *, progress: bool = True, promote: bool = True,
+          **knobs: Any) -> ModelArtifacts:
+    """Train a model version and (`promote`, the default) make it the champion; knobs: candidates, max_cases, window, covisit_top_k,
     target_recall, index_k, split, n_sessions/n_items/n_topics/seed for synthetic data, and for
     the ranker: ranker (False: none), ranker_train_cases, ranker_valid_cases, ranker_threads,
     ranker_ablation (also fit the twin without streaming features: `streamrec evaluate` only),
@@ -70,7 +84,7 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
         "dataset": str(dataset) if dataset is not None else "synthetic", "dataset_name": data.name,
         "algorithm": result.algorithm, "factors": result.factors, "validation": result.report,
         "n_items": int(len(item_ids)), "n_clicks": int(data.n_clicks), "n_sessions": int(data.n_sessions),
-        "trained_at": now.isoformat(),
+        "trained_at": now.isoformat(), "data_window": data_window(data),
     }
     bundle = fit_generators(data, item_ids, result.embeddings, version=version, path=settings.models_dir / version,
                             meta=meta, window=knobs.get("window", 3), covisit_top_k=knobs.get("covisit_top_k", 50),
@@ -79,8 +93,9 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
     t = lap("generators", t)
     artifacts.meta["timings_s"] = timings
     bundle.save()
-    write_batch_sources(settings.batch_dir, item_ids, result.embeddings, artifacts.item_popularity, data.categories,
-                        event_time=now)
+    if promote:  # the batch sources (what `feast materialize` puts online) are the champion's
+        write_batch_sources(settings.batch_dir, item_ids, result.embeddings, artifacts.item_popularity,
+                            data.categories, event_time=now)
     t = lap("write", t)
     if knobs.get("ranker", True):
         from training.ranker import train_ranker
@@ -107,7 +122,8 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, **
         t = lap("ranker", t)
     artifacts.meta["timings_s"]["total"] = round(time.perf_counter() - started, 2)
     bundle.save()  # with the ranker, and meta with the complete timings
-    set_current_version(settings.models_dir, version)
+    if promote:
+        ModelRegistry(settings.models_dir).promote(version)
     r, total = result.report, artifacts.meta["timings_s"]["total"]
     ef = f" ef={index_info['ef_search']}" if index_info.get("ef_search") else ""
     console.print(f"[bold green]model {version}[/] in {total:.0f}s: {result.algorithm} f={result.factors}, "

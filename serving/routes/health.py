@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving import metrics as api_metrics
-from serving.dependencies import get_event_sink, get_recommender, get_store, require_api_key
+from serving.dependencies import get_event_sink, get_models, get_store, require_api_key
 from serving.event_sink import EventSink
-from serving.recommender import Recommender
+from serving.model_pool import ModelPool
 from serving.schemas import DependencyHealth, Health
 from streamrec.online_store import OnlineStore
 
@@ -22,11 +22,13 @@ router = APIRouter(tags=["operations"])
                              "/recommend still answers from in-process fallbacks."}})
 async def health(
     response: Response,
-    recommender: Recommender = Depends(get_recommender),
+    models: ModelPool = Depends(get_models),
     store: OnlineStore = Depends(get_store),
     sink: EventSink = Depends(get_event_sink),
 ) -> Health:
     """Redis, Kafka, index and model status; 200 when all are up, 503 when degraded."""
+    loaded = models.state  # one snapshot: the champion and the list below agree
+    recommender = loaded.recommenders[loaded.champion]
     redis_ok, (kafka_ok, kafka_detail) = await asyncio.gather(store.ping(), sink.healthy())
     model = recommender.model
     body = Health(
@@ -39,6 +41,8 @@ async def health(
                                f"scorer {recommender.scorer.kind}"),
         model_version=recommender.model_version,
         index_version=recommender.index_version,
+        loaded_versions=list(loaded.recommenders),
+        routing_policy=loaded.routing.policy,
         catalogue_items=len(model.item_ids),
         index_items=len(recommender.index),
         scorer=recommender.scorer.kind,

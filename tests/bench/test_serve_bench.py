@@ -174,3 +174,14 @@ def test_cpu_per_answer_sets_a_floor_under_closed_loop_latency() -> None:
     bound = cpu_bound(10.0, 12.0, {"concurrency": 32, "requests": 1000}, cores=2)
     assert bound == {"server_cpu_ms_per_request": 2.0, "mean_ms_floor": 32.0}  # 32 waiting × 2 ms / 2 cores
     assert cpu_bound(None, 12.0, {"concurrency": 32, "requests": 1000})["mean_ms_floor"] is None
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_the_inference_logs_cpu_cost_is_measured_on_against_off(result: dict) -> None:
+    log = result["impression_log"]
+    assert log["rounds"] == 3 and len(log["cpu_ms_per_request_on"]) == len(log["cpu_ms_per_request_off"]) == 3
+    assert all(v > 0 for v in log["cpu_ms_per_request_on"] + log["cpu_ms_per_request_off"])
+    assert log["cost_ms_per_request"] == pytest.approx(
+        float(np.median(log["cpu_ms_per_request_on"]) - np.median(log["cpu_ms_per_request_off"])), abs=1e-4)
+    assert log["met"] == (log["cost_ms_per_request"] <= log["target_ms"] == 0.1)

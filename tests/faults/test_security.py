@@ -19,6 +19,9 @@ import redis
 import yaml
 
 from streamrec import feature_schema as s
+from streaming.attribution import session_keys
+from streamrec.arm_stats import arm_key
+from streamrec.model_registry import ModelRegistry
 from streaming.producer import make_producer
 from infra import process, redis_server, stack
 from infra.kafka import free_port
@@ -50,6 +53,7 @@ def secured(live_settings: Settings, tmp_path_factory) -> Iterator[tuple[Setting
     tag = uuid.uuid4().hex[:6]
     settings = own_settings(live_settings, tmp_path_factory.mktemp("security"), api_key=KEY,
                             clicks_topic=f"clicks-sec-{tag}", dead_letter_topic=f"clicks-dlq-sec-{tag}",
+                            impressions_topic=f"impressions-sec-{tag}",
                             worker_id=f"sec-{tag}", worker_web_port=free_port())
     try:
         redis_server.start(settings)
@@ -148,14 +152,22 @@ def test_hostile_values_get_422_and_never_become_redis_keys(secured):
     producer.close()
     assert httpx.post(f"{base}/events", json=event(sentinel_api, 12), headers=headers).status_code == 202
 
-    expected = entity_keys(settings, ["sec-ok", sentinel_api, sentinel_raw], [11, 12, 13])
+    valid_sessions = ["sec-ok", sentinel_api, sentinel_raw]
+    expected = entity_keys(settings, valid_sessions, [11, 12, 13])
+    # the worker's reward attribution keeps each valid session's impressions, clicks and done-marks
+    # ("sec-read" asked for recommendations) and the set of sessions with undecided clicks until
+    # they are settled, and counts per arm: allowed, never required (they expire or come later),
+    # and only for valid sessions and served versions
+    attribution = {key.encode() for sid in [*valid_sessions, "sec-read"] for key in session_keys(sid)}
+    registry = ModelRegistry(settings.models_dir)
+    attribution |= {arm_key(registry.routing().experiment, info.version).encode() for info in registry.versions()}
     try:
         wait_for(lambda: entity_keys(settings, [sentinel_api, sentinel_raw], [12, 13]) <= redis_keys(settings),
                  90, "the worker to apply the sentinel clicks")
     except AssertionError:
         raise AssertionError(process.log_tail(WORKER, settings))
     time.sleep(1)  # item windows may be written a flush after the session rows
-    keys = redis_keys(settings)
+    keys = redis_keys(settings) - attribution
     dead = [json.loads(r.value) for r in read_topic(settings, settings.dead_letter_topic)]
     print(f"\nFIGURES case=7 security injected='{len(HOSTILE_SESSION_IDS)} hostile session ids, "
           f"{len(HOSTILE_ITEM_IDS)} hostile item ids via API; {len(raw)} hostile records into Kafka' "

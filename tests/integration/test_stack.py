@@ -67,7 +67,8 @@ def test_second_up_starts_nothing(settings: Settings) -> None:
 def test_ensure_topics_is_idempotent(settings: Settings) -> None:
     from streaming.topics import ITEM_TABLE, SESSION_TABLE, by_item_topic, changelog_topic
 
-    expected = {settings.clicks_topic: PARTITIONS, settings.dead_letter_topic: 1, by_item_topic(settings): PARTITIONS,
+    expected = {settings.clicks_topic: PARTITIONS, settings.dead_letter_topic: 1, settings.impressions_topic: PARTITIONS,
+                by_item_topic(settings): PARTITIONS,
                 changelog_topic(settings, SESSION_TABLE): PARTITIONS, changelog_topic(settings, ITEM_TABLE): PARTITIONS}
     assert stack.ensure_topics(settings) == expected
     assert stack.ensure_topics(settings) == expected

@@ -1,6 +1,8 @@
 """The live page in a real browser (headless Chromium via selenium) on the live stack: clicks in the
 shop go through POST /events, Kafka and the worker, and the recommendations panel shows the stream
-using them; the operations view shows the events; with STREAMREC_API_KEY set the page asks for the key.
+using them and names the model version and routing policy that served each answer; the operations
+view shows the events and the routing's arms (share, impressions, CTR with its interval); with
+STREAMREC_API_KEY set the page asks for the key.
 
 Screenshots of both views go to a folder the test prints (under the live stack's data dir), and
 also to $STREAMREC_UI_SCREENSHOTS when set (`STREAMREC_UI_SCREENSHOTS=docs` refreshes the README's).
@@ -151,6 +153,10 @@ def test_clicks_change_the_recommendations_and_show_up_in_operations(live_settin
     timings = browser.find_elements(By.CSS_SELECTOR, "#timings .timing .step")
     assert "total" in [t.text for t in timings]
     assert browser.find_element(By.ID, "model-version").text != "–"
+    served = browser.find_element(By.ID, "served-by")  # under the answer: the arm that served it and the policy
+    assert browser.find_element(By.ID, "served-version").text == browser.find_element(By.ID, "model-version").text
+    assert served.get_attribute("data-version") == browser.find_element(By.ID, "model-version").text
+    assert browser.find_element(By.ID, "served-policy").text == "single"
     browser.execute_script("window.scrollTo(0, 0)")
     save(browser, screenshots, "ui-shop.png")
 
@@ -169,6 +175,15 @@ def test_clicks_change_the_recommendations_and_show_up_in_operations(live_settin
     value = browser.find_element(By.CSS_SELECTOR, "#tile-latency .value").text
     assert "ms" in value, value  # /recommend percentiles over the window
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-throughput .chart polyline")
+    # the routing's arms with the worker's attributed counters (the API refreshes them every few seconds)
+    version = browser.find_element(By.ID, "served-version").get_attribute("textContent")
+    assert browser.find_element(By.ID, "online-policy").get_attribute("textContent") == "single"
+    row = wait(browser, "the champion's row in the arms table with its impressions", lambda d: next(
+        (r for r in d.find_elements(By.CSS_SELECTOR, "#online-arms tbody tr.champion")
+         if r.get_attribute("data-version") == version and r.find_elements(By.TAG_NAME, "td")[2].text not in ("", "0")),
+        None), timeout_s=20)
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1] == "100.0 %" and "[" in cells[4], cells  # share, CTR [interval]
     save(browser, screenshots, "ui-ops.png")
 
     problems = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

@@ -47,7 +47,7 @@ def app_for(model: ModelArtifacts, api_key: str | None = None) -> FastAPI:
     settings = Settings(api_key=api_key, worker_metrics_url="http://127.0.0.1:9/metrics")
     app = create_app(settings)
     app.state.settings = settings
-    app.state.recommender = SimpleNamespace(model=model)
+    app.state.models = SimpleNamespace(champion=SimpleNamespace(model=model))
     return app
 
 

@@ -101,3 +101,19 @@ async def test_item_processor_counts_each_click_once():
     assert await processor.process(clicks) == 0
     assert store.rows[(s.ITEM_TRENDING_VIEW, 9)][s.CLICKS_5M] == 2
     assert store.rows[(s.ITEM_TRENDING_VIEW, 4)][s.CLICKS_1H] == 1
+
+
+async def test_valid_clicks_go_to_the_reward_attribution_with_the_records_time():
+    attributed = []
+
+    async def on_clicks(clicks):
+        attributed.extend(clicks)
+
+    async def ignore(_):
+        return None
+
+    processor = SessionBatchProcessor(Settings(), FakeStore(), {}, ignore, ignore, on_clicks)
+    stamped = RawRecord(click("a", 1, 0, ts=100.0).value, 0, 0, "clicks", timestamp=105.5)
+    await processor.process([stamped, click("b", 2, 1, ts=200.0), RawRecord(b"{oops", 0, 2, "clicks")])
+    assert [(c.session_id, c.item_id, c.ts, c.partition, c.offset) for c in attributed] == [
+        ("a", 1, 105.5, 0, 0), ("b", 2, 200.0, 0, 1)]

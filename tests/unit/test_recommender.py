@@ -312,6 +312,17 @@ def test_rows_of_matches_row_of_and_marks_unknown_items(tmp_path):
     assert model.rows_of(np.zeros(0, np.int64)).tolist() == []
 
 
+async def test_a_version_whose_embeddings_are_not_online_reads_none_and_uses_its_own(tmp_path):
+    model = tiny_model(tmp_path)
+    store = ViewCountingStore(model)
+    store.sessions = {"s": {s.RECENT_ITEMS: [1010, 1011]}}
+    served = recommender(model, store)
+    served.embeddings_online = False  # serving.model_pool found another version's embeddings online
+    result = await served.recommend("s", 5, [1012])
+    assert result.session_items == [1010, 1011, 1012] and result.stage == "stream" and not result.degraded_reasons
+    assert s.ITEM_EMBEDDINGS_VIEW not in store.keys_read
+
+
 async def test_an_overloaded_process_answers_from_memory_without_reading_redis(tmp_path):
     model = tiny_model(tmp_path)
     store = FakeStore(model, sessions={"s": {s.RECENT_ITEMS: [1010, 1011]}})

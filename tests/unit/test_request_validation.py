@@ -4,6 +4,7 @@ the API's edge, and the optional API key guards the write endpoint and /metrics,
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -11,8 +12,11 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from serving.event_sink import KafkaUnavailable
+from serving.impression_log import ImpressionLog
 from serving.loop_watch import LoopWatch
 from serving.recommender import Result
+from serving.routing import LiveRouting
+from streamrec.model_registry import RoutingConfig
 from serving.routes import events, health, recommend
 from serving.schemas import MAX_K, RecommendRequest
 from streamrec.events import MAX_ITEM_ID, ClickEvent
@@ -157,7 +161,12 @@ class RecordingRecommender:
 
 def recommend_app(max_session_items: int = 5) -> tuple[FastAPI, RecordingRecommender]:
     app = FastAPI()
-    app.state.recommender = recommender = RecordingRecommender(Settings(max_session_items=max_session_items))
+    settings = Settings(max_session_items=max_session_items)
+    recommender = RecordingRecommender(settings)
+    app.state.models = SimpleNamespace(settings=settings, state=SimpleNamespace(
+        champion="v1", routing=RoutingConfig(), recommenders={"v1": recommender}))
+    app.state.routing = LiveRouting(None, 1.0)
+    app.state.impression_log = ImpressionLog(settings)  # not started: nothing is sent
     app.state.loop_watch = LoopWatch()  # not started: never overloaded
     app.include_router(recommend.router)
     return app, recommender
@@ -196,7 +205,7 @@ class AnsweringRecommender(RecordingRecommender):
 
 async def test_recommend_passes_the_loop_watchs_overload_signal_to_the_recommender() -> None:
     app, _ = recommend_app()
-    app.state.recommender = recommender = AnsweringRecommender(Settings())
+    app.state.models.state.recommenders["v1"] = recommender = AnsweringRecommender(Settings())
     recommender.model_version, recommender.index_version = "v", "i"
     app.state.loop_watch = watch = LoopWatch(shed_after_s=0.02)
     watch.lag_s = 0.035  # as the watch's timer would have smoothed it

@@ -117,3 +117,23 @@ def test_pipeline_writes_a_complete_version(tmp_path: Path) -> None:
     assert "batch_only_features" not in loaded.meta["ranker"]
     assert not (loaded.path / "ranker_batch_only.txt").exists()
     assert loaded.item_recent_popularity.sum() > 0
+
+
+def test_a_version_trained_without_promotion_waits_beside_the_champion(tmp_path: Path) -> None:
+    from streamrec.model_registry import ModelRegistry
+    from training.pipeline import train
+
+    settings = Settings(data_dir=tmp_path)
+    knobs = dict(progress=False, n_sessions=1500, n_items=300, n_topics=10, candidates=(("bpr", 8),), max_cases=500,
+                 ranker=False)
+    champion = train(settings, None, **knobs)
+    batch_file = settings.batch_dir / s.ITEM_EMBEDDINGS_FILE
+    batch_bytes = batch_file.read_bytes()
+    waiting = train(settings, None, promote=False, seed=1, **knobs)
+    registry = ModelRegistry(settings.models_dir)
+    assert registry.champion() == champion.version != waiting.version
+    assert batch_file.read_bytes() == batch_bytes  # the online store's source stays the champion's
+    assert [e["version"] for e in registry.history()] == [champion.version]
+    info = registry.info(waiting.version)
+    assert info.status == "candidate" and info.training_s is not None and info.training_s > 0
+    assert info.data_first is not None and info.data_first <= info.data_last and info.synthetic_clock is False

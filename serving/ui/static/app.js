@@ -172,8 +172,8 @@ async function sendClick(itemId) {
     box.textContent = `Click on item ${itemId} not yet visible after ${polls} polls (${ms(elapsed)}).`;
     box.removeAttribute("data-visible-ms");
   }
-  box.setAttribute("data-item-id", itemId);
   await renderRecommendation(rec);
+  box.setAttribute("data-item-id", itemId);  // last: the click's whole outcome is on the page (tests wait for it)
 }
 
 async function renderRecommendation(rec) {
@@ -194,6 +194,10 @@ async function renderRecommendation(rec) {
   $("recs").replaceChildren(...rec.items.map((r) => el("li", {},
     itemCard({ ...(state.known.get(r.item_id) || {}), item_id: r.item_id }, { score: r.score, onPick: click }))));
   $("model-version").textContent = rec.model_version;
+  $("served-version").textContent = rec.model_version;  // the arm the routing policy picked for this answer
+  $("served-policy").textContent = rec.policy;
+  $("served-propensity").textContent = rec.propensity < 1 ? `(picked with p = ${fmt(rec.propensity, 2)})` : "";
+  $("served-by").setAttribute("data-version", rec.model_version);
   $("index-version").textContent = rec.index_version;
   $("used").textContent = String(rec.session_items_used.length);
   renderTimings(rec.timings_ms);
@@ -317,12 +321,26 @@ async function refreshOps() {
     $("events-total").setAttribute("data-value", String(ops.api.events_accepted_total));
     $("health").replaceChildren(dot("redis", ops.dependencies.redis), dot("kafka", ops.dependencies.kafka),
       dot("worker metrics", w.reachable));
+    renderOnline(ops.online);
     $("ops-window").textContent = ops.window_s === null ? "–" : fmt(ops.window_s, 1);
     $("ops-updated").textContent = `updated ${new Date(ops.at * 1000).toLocaleTimeString()}`;
   } catch (error) {
     showError($("ops-error"), error);
     if (error.status === 401) { clearInterval(state.opsTimer); state.opsTimer = null; }  // until a key is given
   }
+}
+
+// The routing in force and each model version's live figures (GET /ops/summary's `online`).
+function renderOnline(online) {
+  $("online-policy").textContent = online ? online.policy : "–";
+  $("online-experiment").textContent = online ? online.experiment : "–";
+  const rows = online && online.arms.length ? online.arms.map((arm) => {
+    const interval = arm.ctr_low === null ? "" : ` [${pct(arm.ctr_low)} – ${pct(arm.ctr_high)}]`;
+    return el("tr", { class: arm.shadow ? "shadow" : arm.champion ? "champion" : "", "data-version": arm.version },
+      el("td", {}, el("code", {}, arm.version)), el("td", {}, arm.shadow ? "0 % (logged)" : pct(arm.share)),
+      el("td", {}, fmt(arm.impressions)), el("td", {}, fmt(arm.clicked)), el("td", {}, pct(arm.ctr) + interval));
+  }) : [el("tr", { class: "empty" }, el("td", { colspan: 5 }, "no model loaded"))];
+  $("online-arms").querySelector("tbody").replaceChildren(...rows);
 }
 
 // ---------------------------------------------------------------- views

@@ -1,0 +1,65 @@
+"""The clock by which the worker decides clicks: the wall clock once the impression log is read up
+to its end, else the time of the latest impression read from the partitions still behind."""
+
+from __future__ import annotations
+
+from streaming.attribution import ImpressionWatermark
+
+
+def watermark(up_s: float) -> ImpressionWatermark:
+    mono = [0.0]
+    mark = ImpressionWatermark(grace_s=30.0, clock=lambda: 10_000.0, monotonic=lambda: mono[0])
+    mono[0] = up_s
+    return mark
+
+
+def test_nothing_known_yet_holds_clicks_back_during_the_grace_period_only() -> None:
+    assert watermark(up_s=5)() == 0.0
+    assert watermark(up_s=31)() == 10_000.0
+
+
+def test_a_partition_behind_holds_the_clock_at_its_latest_impression() -> None:
+    mark = watermark(up_s=5)
+    mark.processed(0, 9_000.0)
+    mark.processed(1, 9_500.0)
+    mark.processed(1, 9_400.0)  # older record time: the latest stays
+    mark.update({0: 0, 1: 12})
+    assert mark() == 9_500.0
+    mark.update({0: 3, 1: 12})
+    assert mark() == 9_000.0
+    mark.update({0: 0, 1: 0})  # read to the end: the wall clock
+    assert mark() == 10_000.0
+
+
+def test_a_partition_behind_and_never_read_holds_clicks_back() -> None:
+    mark = watermark(up_s=100)
+    mark.update({0: 0, 1: 7})
+    assert mark() == 0.0
+
+
+def test_an_unknown_lag_holds_clicks_back_during_the_grace_period_only() -> None:
+    mono = [0.0]
+    mark = ImpressionWatermark(grace_s=30.0, clock=lambda: 10_000.0, monotonic=lambda: mono[0])
+    mark.processed(0, 9_000.0)
+    mark.update({0: None, 1: 0})
+    mono[0] = 29.0
+    assert mark() == 9_000.0
+    mono[0] = 31.0
+    assert mark() == 10_000.0
+
+
+def test_the_grace_for_an_unknown_lag_starts_when_the_partition_is_assigned() -> None:
+    mono = [0.0]
+    mark = ImpressionWatermark(grace_s=30.0, clock=lambda: 10_000.0, monotonic=lambda: mono[0])
+    mono[0] = 40.0  # a slow start-up: past the grace before anything was assigned
+    mark.processed(0, 9_000.0)
+    mark.update({0: None})
+    assert mark() == 9_000.0  # assigned just now: still in its grace
+    mono[0] = 69.0
+    mark.update({0: None})
+    assert mark() == 9_000.0
+    mono[0] = 71.0
+    assert mark() == 10_000.0
+    mark.update({0: None, 1: None})  # partition 1 assigned by a rebalance: its own grace
+    mark.processed(1, 9_800.0)
+    assert mark() == 9_800.0
