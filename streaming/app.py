@@ -16,7 +16,7 @@ import json
 import logging
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
 import faust
@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streaming import faust_patches, metrics
 from streaming.attribution import ImpressionWatermark, RewardAttribution
+from streaming.progress import SourceProgress
 from streaming.topics import ITEM_TABLE, SESSION_TABLE, by_item_topic
 from streaming.processor import (
     ItemBatchProcessor, ItemClick, RawRecord, SessionBatchProcessor, dead_letter_record, retry_until_done,
@@ -71,8 +72,9 @@ def create_app(settings: Settings) -> faust.App:
     sessions = _key_partitioned_table(app, SESSION_TABLE, settings.clicks_partitions)
     items = _key_partitioned_table(app, ITEM_TABLE, settings.clicks_partitions)
 
+    progress = SourceProgress()
     faust_patches.install_consumer_patches(
-        app, {settings.clicks_topic, by_item_topic(settings), settings.impressions_topic})
+        app, {settings.clicks_topic, by_item_topic(settings), settings.impressions_topic}, progress.seeked)
     store = OnlineStore.from_url(settings.redis_url, timeout_s=settings.write_timeout_s)  # one timeout per batch
     attribution = RewardAttribution(store.client, settings.attribution_window_s, retry_until_done)
     watermark = ImpressionWatermark()
@@ -96,7 +98,11 @@ def create_app(settings: Settings) -> faust.App:
     session_processor = SessionBatchProcessor(settings, store, sessions, send_dead_letter, forward, attribute_clicks)
     item_processor = ItemBatchProcessor(store, items)
     within = settings.flush_interval_ms / 1000
-    processed = metrics.ProcessedOffsets()
+
+    async def processed(records: Iterable[tuple[str, int, int, float]]) -> None:
+        """Record a processed batch; fetch again what Faust skipped before it (streaming.progress)."""
+        for topic, partition, offset in progress.done(records):
+            await app.consumer.seek(faust.types.TP(topic, partition), offset)
 
     @app.agent(clicks, name="sessions")
     async def process_sessions(stream: faust.StreamT) -> None:
@@ -104,13 +110,13 @@ def create_app(settings: Settings) -> faust.App:
             batch = [RawRecord(e.value, e.message.partition, e.message.offset, e.message.topic, e.message.timestamp)
                      for e in events]
             await session_processor.process(batch)
-            processed.done((r.topic, r.partition, r.offset) for r in batch)
+            await processed([(r.topic, r.partition, r.offset, r.timestamp or 0.0) for r in batch])
 
     @app.agent(by_item, name="items")
     async def process_items(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.flush_max_events, within=within):
             await item_processor.process([ItemClick.from_json(c) for e in events for c in _as_dict(e.value)["clicks"]])
-            processed.done((e.message.topic, e.message.partition, e.message.offset) for e in events)
+            await processed([_position(e) for e in events])
 
     @app.agent(impressions, name="impressions")
     async def process_impressions(stream: faust.StreamT) -> None:
@@ -124,9 +130,7 @@ def create_app(settings: Settings) -> faust.App:
                     await send_dead_letter(dead_letter_record(record, f"impression: {invalid}"))
                     metrics.INVALID_IMPRESSIONS.inc()
             await attribution.record(impressions=valid)
-            processed.done((e.message.topic, e.message.partition, e.message.offset) for e in events)
-            for e in events:  # the record's time: the API's, a few ms after the answer it logs
-                watermark.processed(e.message.partition, e.message.timestamp or 0.0)
+            await processed([_position(e) for e in events])
 
     @app.timer(interval=1.0)
     async def decide_settled_clicks() -> None:
@@ -145,8 +149,8 @@ def create_app(settings: Settings) -> faust.App:
     async def report_consumer_lag() -> None:
         """Lag per assigned partition: the highwater of the last fetch minus what the agents have
         processed (no broker request)."""
-        lag_reporter.update(consumer_lags(app, processed))
-        watermark.update(impression_lags(app, processed, settings.impressions_topic))
+        lag_reporter.update(consumer_lags(app, progress))
+        watermark.update(*impression_progress(app, progress, settings.impressions_topic))
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust web signature
@@ -155,7 +159,7 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def consumer_lags(app: faust.App, processed: metrics.ProcessedOffsets) -> dict[tuple[str, int], int]:
+def consumer_lags(app: faust.App, progress: SourceProgress) -> dict[tuple[str, int], int]:
     """Per-partition lag from Faust's public consumer API; empty before the consumer has started."""
     try:
         assigned = app.consumer.assignment()
@@ -168,30 +172,31 @@ def consumer_lags(app: faust.App, processed: metrics.ProcessedOffsets) -> dict[t
         except Exception:  # noqa: BLE001 - the partition was revoked since `assignment()`
             return None
 
-    return processed.lags(((tp.topic, tp.partition) for tp in assigned), highwater)
+    return progress.lags(((tp.topic, tp.partition) for tp in assigned), highwater)
 
 
-def impression_lags(app: faust.App, processed: metrics.ProcessedOffsets, topic: str) -> dict[int, int | None]:
-    """Lag of each assigned partition of the impressions topic; None where it cannot be known yet
-    (no highwater, or records there but none processed since start)."""
+def impression_progress(app: faust.App, progress: SourceProgress, topic: str
+                        ) -> tuple[dict[int, int | None], dict[int, float]]:
+    """For each assigned partition of the impressions topic: the records not yet read contiguously
+    (None where it cannot be known yet: no highwater, or nothing processed since the last seek),
+    and the latest record time read contiguously."""
     try:
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
     except Exception:  # noqa: BLE001 - no consumer thread yet (starting or stopping)
-        return {}
-    out: dict[int, int | None] = {}
+        return {}, {}
+    unread: dict[int, int | None] = {}
     for tp in assigned:
         try:
             high = app.consumer.highwater(tp)
         except Exception:  # noqa: BLE001 - revoked since `assignment()`
             continue
-        last = processed.last.get((topic, tp.partition))
-        if high is None:
-            out[tp.partition] = None
-        elif last is None:
-            out[tp.partition] = 0 if high == 0 else None
-        else:
-            out[tp.partition] = max(0, high - (last + 1))
-    return out
+        unread[tp.partition] = progress.unread(topic, tp.partition, high)
+    return unread, {p: progress.read_ts(topic, p) for p in unread}
+
+
+def _position(event) -> tuple[str, int, int, float]:  # noqa: ANN001 - a Faust event
+    message = event.message
+    return message.topic, message.partition, message.offset, message.timestamp or 0.0
 
 
 class KeyPartitionedTable(faust.Table):

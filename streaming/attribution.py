@@ -13,7 +13,8 @@ with HSETNX, so a redelivered event (a retried batch, a restarted worker) change
 atomic, a crash can only happen before or after an event's whole effect.
 
 A click is decided once its impression is known for sure: when the session has a later served
-impression (so none can still arrive between), or `SETTLE_S` after the click (the worker's
+impression that the log has been read past (`ImpressionWatermark`, so none can still arrive
+between), or `SETTLE_S` after the click (the worker's
 `sweep` timer decides those: a session's last click, or clicks without any impression). Deciding
 on the first impression seen would reward an older answer whenever the click overtook its own
 impression on the way to the worker (found by the simulation's crash test: 187 rewards counted
@@ -41,6 +42,9 @@ MAX_IMPRESSIONS = 16  # per session: the latest ones (a click joins the latest b
 MAX_CLICKS = 32
 PENDING_CLICK_TTL_S = 120  # a click may reach the worker before the impression it rewards
 SETTLE_S = 5.0  # a click's impression is taken as known this long after the click (the log's delay is ms)
+# A later impression decides a click only once the log is read this far past it: all impressions
+# answered before it were then read too (the log's records trail their answers by ms, FLUSH_S).
+LATER_MARGIN_S = 1.0
 PENDING = "streamrec:att:pending"  # sessions with undecided clicks, scored by the oldest one's time
 SWEEP_BATCH = 1000
 
@@ -51,6 +55,7 @@ local window, ttl, pending_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(
 local prefix, max_imps, max_clicks = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local reward_log, reward_log_max = ARGV[9], ARGV[10]
 local now, settle, session = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
+local later_by = now - tonumber(ARGV[14])
 local new = 0
 if kind == 'imp' then
   local rec = cjson.decode(raw)
@@ -84,7 +89,7 @@ for n = #clicks, 1, -1 do
     for _, imp in ipairs(imps) do
       if imp.s == 0 then
         if imp.t <= c.t and c.t - imp.t <= window and (served == nil or imp.t > served.t) then served = imp end
-        if imp.t > c.t then later = true end
+        if imp.t > c.t and imp.t <= later_by then later = true end
       end
     end
     if later or c.t <= now - settle then
@@ -130,14 +135,16 @@ return {new, rewards}
 
 class ImpressionWatermark:
     """The time up to which the worker has read the impression log: the wall clock while every
-    assigned impressions partition is caught up, else the latest impression time read from the
-    partitions still behind (0 for one not read yet). A click is decided `SETTLE_S` after it by
-    this clock, not the wall's: a restarted worker working through a backlog would otherwise
-    decide every old click at once, before reading the impressions it rewards (the simulation's
-    kill test: 184 rewards counted of 195).
+    assigned impressions partition is caught up, else the latest impression time read contiguously
+    (`streaming.progress`: every record before it processed) in the partitions still behind (0 for
+    one not read yet). A click is decided `SETTLE_S` after it by this clock, not the wall's: a
+    restarted worker working through a backlog would otherwise decide every old click at once,
+    before reading the impressions it rewards (the simulation's kill test: 184 rewards counted of
+    195). Contiguously, because Faust can drop records it handed over and have them fetched again
+    after later ones (the same test: 182 of 189 before this).
 
-    A partition whose lag is unknown (nothing processed from it since it was assigned) counts as
-    behind for `grace_s` after it was assigned only: one that gets no impressions at all must not
+    A partition whose position is unknown (nothing processed from it since it was assigned) counts
+    as behind for `grace_s` after it was assigned only: one that gets no impressions at all must not
     hold clicks back for ever. The grace starts at assignment, not at start-up: Faust's start-up
     and table recovery can take longer than the grace on a busy machine."""
 
@@ -147,19 +154,17 @@ class ImpressionWatermark:
         self.clock = clock
         self.monotonic = monotonic
         self.started = monotonic()
-        self.read: dict[int, float] = {}  # partition -> latest impression time processed
-        self.lags: dict[int, int | None] | None = None  # partition -> lag (None: unknown); None: not known yet
+        self.read: dict[int, float] = {}  # partition -> latest impression time read contiguously
+        self.lags: dict[int, int | None] | None = None  # partition -> unread records (None: unknown); None: not known yet
         self.assigned_at: dict[int, float] = {}  # partition -> monotonic time it was first seen assigned
 
-    def processed(self, partition: int, ts: float) -> None:
-        if ts > self.read.get(partition, 0.0):
-            self.read[partition] = ts
-
-    def update(self, lags: dict[int, int | None]) -> None:
-        """Lag of each assigned impressions partition (`None` where not known yet)."""
+    def update(self, lags: dict[int, int | None], read: dict[int, float] | None = None) -> None:
+        """Unread records of each assigned impressions partition (`None` where not known yet) and
+        the latest record time read contiguously in each."""
         at = self.monotonic()
         self.assigned_at = {p: self.assigned_at.get(p, at) for p in lags}
         self.lags = dict(lags)
+        self.read = dict(read or {})
 
     def __call__(self) -> float:
         now = self.clock()
@@ -216,7 +221,7 @@ class RewardAttribution:
 
     def _args(self, kind: str, raw: str, session_id: str, now: float) -> list[object]:
         return [kind, raw, self.window_s, self.ttl_s, PENDING_CLICK_TTL_S, ARM_KEY_PREFIX, MAX_IMPRESSIONS, MAX_CLICKS,
-                REWARD_LOG, REWARD_LOG_MAX, now, self.settle_s, session_id]
+                REWARD_LOG, REWARD_LOG_MAX, now, self.settle_s, session_id, LATER_MARGIN_S]
 
     async def record(self, impressions: list[Impression] = (), clicks: list[Click] = ()) -> Outcome:  # type: ignore[assignment]
         """Apply a batch in one round trip (retried until Redis takes it: the caller acks after)."""

@@ -73,7 +73,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
     consumer_should_stop = self._stopped.is_set
     fetcher_should_stop = fetcher._stopped.is_set
     get_read_offset = self._read_offset.__getitem__
-    set_read_offset = self._read_offset.__setitem__
+    set_read_offset = getattr(self._read_offset, "delivered", self._read_offset.__setitem__)  # not a seek
     set_flag = self.diag.set_flag
     unset_flag = self.diag.unset_flag
     commit_every = self._commit_every

@@ -114,7 +114,8 @@ def source_fingerprint(path: str) -> str:
 
 
 class SourceReadOffsets(defaultdict):
-    """Faust's per-partition "read offset", blind for our source topics.
+    """Faust's per-partition "read offset", blind for our source topics, and the one place that
+    sees every seek of theirs.
 
     Still needed with Faust 0.15.3: its `Consumer._drain_messages` silently drops any fetched
     message whose offset is below the last one it handed to a stream, and books a jump above it as
@@ -124,19 +125,51 @@ class SourceReadOffsets(defaultdict):
     idempotent per (partition, offset), so a redelivery costs nothing: for the source topics every
     message is delivered and nothing counts as a gap. Changelog topics keep Faust's filter
     (replaying an older changelog record would regress state).
+
+    Every Faust seek writes the target here (`Consumer.seek`, `perform_seek`, `_seek_wait`; a
+    revocation pops it): for a source topic it is passed to `on_seek(topic, partition, offset)`
+    (None: position unknown), which `streaming.progress` needs to know where processing resumes.
+    The fetch loop records what it delivered with `delivered`, which is not a seek.
     """
 
-    def __init__(self, source_topics: set[str]) -> None:
+    def __init__(self, source_topics: set[str],
+                 on_seek: Callable[[str, int, int | None], None] = lambda topic, partition, offset: None) -> None:
         super().__init__(lambda: None)
         self.source_topics = source_topics
+        self.on_seek = on_seek
 
     def __getitem__(self, tp):  # noqa: ANN001, ANN204 - Faust's TP
         if tp.topic in self.source_topics:
             return None
         return super().__getitem__(tp)
 
+    def delivered(self, tp, offset: int) -> None:  # noqa: ANN001 - Faust's TP
+        super().__setitem__(tp, offset)
 
-def install_consumer_patches(app: faust.App, source_topics: set[str]) -> None:
+    def __setitem__(self, tp, offset) -> None:  # noqa: ANN001
+        self._seek(tp, offset)
+        super().__setitem__(tp, offset)
+
+    def update(self, other=(), **kwargs) -> None:  # noqa: ANN001, ANN003
+        for tp, offset in dict(other, **kwargs).items():
+            self[tp] = offset
+
+    def __delitem__(self, tp) -> None:  # noqa: ANN001
+        self._seek(tp, None)
+        super().__delitem__(tp)
+
+    def pop(self, tp, *default):  # noqa: ANN001, ANN002, ANN201
+        self._seek(tp, None)
+        return super().pop(tp, *default)
+
+    def _seek(self, tp, offset) -> None:  # noqa: ANN001
+        if getattr(tp, "topic", None) in self.source_topics:
+            self.on_seek(tp.topic, tp.partition, offset if isinstance(offset, int) and offset >= 0 else None)
+
+
+def install_consumer_patches(app: faust.App, source_topics: set[str],
+                             on_seek: Callable[[str, int, int | None], None] = lambda topic, partition, offset: None
+                             ) -> None:
     """Before the app's consumer starts fetching: a `SourceReadOffsets`, and the fetch loop of
     `streaming.fast_delivery`. Wrapping `App._new_consumer` is the only hook that reaches the
     consumer between its creation and its first fetch."""
@@ -147,7 +180,7 @@ def install_consumer_patches(app: faust.App, source_topics: set[str]) -> None:
 
     def tuned_consumer():  # noqa: ANN202
         consumer = new_consumer()
-        consumer._read_offset = SourceReadOffsets(source_topics)
+        consumer._read_offset = SourceReadOffsets(source_topics, on_seek)
         fast_delivery.install(consumer)
         return consumer
 

@@ -62,6 +62,18 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
 )
 
+OFFSETS_REWOUND = Counter(
+    "streamrec_worker_offsets_rewound_total",
+    "Records Faust handed over and dropped unprocessed (around a recovery or rebalance), fetched again "
+    "by rewinding their partition (streaming.progress).",
+    ["topic"],
+)
+OFFSETS_SKIPPED = Counter(
+    "streamrec_worker_offsets_skipped_total",
+    "Offsets still missing after a rewind, taken as offsets that do not exist (compaction, transaction markers).",
+    ["topic"],
+)
+
 
 def observe_freshness(record_timestamps: Iterable[float | None], now: float) -> None:
     """One observation per record whose features were just written (records without a timestamp
@@ -87,31 +99,3 @@ class LagReporter:
         for labels, lag in current.items():
             self.gauge.labels(*labels).set(lag)
         self.reported = set(current)
-
-
-class ProcessedOffsets:
-    """The last offset each agent has fully processed, per (topic, partition): with the consumer's
-    highwater (public Faust API) this gives the lag that matters, records not yet turned into
-    features, rather than the fetcher's position (which runs ahead of processing)."""
-
-    def __init__(self) -> None:
-        self.last: dict[tuple[str, int], int] = {}
-
-    def done(self, records: Iterable[tuple[str, int, int]]) -> None:
-        """Mark (topic, partition, offset) records of a batch whose features are written."""
-        last = self.last
-        for topic, partition, offset in records:
-            if offset > last.get((topic, partition), -1):
-                last[(topic, partition)] = offset
-
-    def lags(self, assigned: Iterable[tuple[str, int]], highwater: Callable[[str, int], int | None]
-             ) -> dict[tuple[str, int], int]:
-        """Lag of each assigned partition that has a highwater and a processed offset (a partition
-        not yet fetched or processed is left out rather than guessed)."""
-        out: dict[tuple[str, int], int] = {}
-        for topic, partition in assigned:
-            high = highwater(topic, partition)
-            last = self.last.get((topic, partition))
-            if high is not None and last is not None:
-                out[(topic, partition)] = max(0, high - (last + 1))
-        return out

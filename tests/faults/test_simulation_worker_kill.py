@@ -6,6 +6,7 @@ counted twice (the attribution's marks make a redelivered click or impression ch
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 import time
@@ -19,7 +20,9 @@ from evaluation.simulate import replay, wait_for_attribution
 from infra import process, stack
 from infra.kafka import free_port
 from serving.ops import parse, total
+from streaming.attribution import session_keys
 from streamrec.artifacts import load_current
+from streamrec.impressions import Impression
 from streamrec.model_registry import ModelRegistry, RoutingConfig
 from streamrec.settings import Settings
 from tests.conftest import CLI, start_api
@@ -54,6 +57,59 @@ def visitors(settings: Settings, seed: int = 5) -> list[list[int]]:
     popular = load_current(settings.models_dir).popular[:60].tolist()
     rng = random.Random(seed)
     return [rng.sample(popular, STEPS + 1) for _ in range(VISITORS)]
+
+
+def uncounted(settings: Settings, records: list) -> dict[int, list[tuple[int, int]]]:
+    """Offset ranges, per partition, of the impressions without the attribution's counted mark."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    missing: dict[int, list[int]] = {}
+    for record in records:
+        impression = Impression.from_bytes(record.value)
+        field = f"c:{impression.request_id}:{impression.model_version}"
+        if not client.hexists(session_keys(impression.session_id)[2], field):
+            missing.setdefault(record.partition, []).append(record.offset)
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for partition, offsets in sorted(missing.items()):
+        for offset in sorted(offsets):
+            spans = ranges.setdefault(partition, [])
+            if spans and spans[-1][1] == offset - 1:
+                spans[-1] = (spans[-1][0], offset)
+            else:
+                spans.append((offset, offset))
+    return ranges
+
+
+def unrewarded(settings: Settings, impressions: list) -> list[dict]:
+    """The rewarded clicks (a click on an item its session's latest earlier impression showed) whose
+    reward the attribution has no mark of, with what it knows of them."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    served: dict[str, list] = {}
+    for record in impressions:
+        impression = Impression.from_bytes(record.value)
+        if not impression.shadow:
+            served.setdefault(impression.session_id, []).append((impression, record))
+    missing = []
+    for click in read_topic(settings, settings.clicks_topic):
+        event = json.loads(click.value)
+        ts = click.timestamp / 1000
+        earlier = [(i, r) for i, r in served.get(event["session_id"], ()) if i.ts <= ts]
+        if not earlier:
+            continue
+        impression, record = max(earlier, key=lambda pair: pair[0].ts)
+        if event["item_id"] not in impression.items:
+            continue
+        done = session_keys(impression.session_id)[2]
+        if not client.hexists(done, f"r:{impression.request_id}:{impression.model_version}"):
+            missing.append({"click": f"{click.partition}:{click.offset}", "impression": f"{record.partition}:{record.offset}",
+                            "decided": client.hexists(done, f"j:{click.partition}:{click.offset}"),
+                            "counted": client.hexists(done, f"c:{impression.request_id}:{impression.model_version}"),
+                            "click_after_s": round(ts - impression.ts, 3),
+                            "later_impressions": sum(i.ts > ts for i, _ in served[impression.session_id])})
+    return missing
 
 
 def test_rewards_equal_the_simulators_count_after_a_worker_sigkill(settings: Settings) -> None:
@@ -95,12 +151,25 @@ def test_rewards_equal_the_simulators_count_after_a_worker_sigkill(settings: Set
     api_log = parse(httpx.get(f"{api}/metrics", timeout=5).text)
     logged = total(api_log, "streamrec_impressions_logged_total") or 0
     dropped = {labels["reason"]: v for labels, v in api_log.get("streamrec_impressions_dropped_total", ())}
-    in_topic = len(read_topic(settings, settings.impressions_topic))
+    records = read_topic(settings, settings.impressions_topic)
+    in_topic = len(records)
+    per_partition = {p: sum(r.partition == p for r in records) for p in sorted({r.partition for r in records})}
+    worker_log = parse(httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=5).text)
+    lag = {labels["partition"]: v for labels, v in worker_log.get("streamrec_worker_consumer_lag", ())
+           if labels["topic"] == settings.impressions_topic}
+    read = {labels["outcome"]: v for labels, v in worker_log.get("streamrec_worker_impressions_total", ())}
+    rewound = {labels["topic"]: v for labels, v in worker_log.get("streamrec_worker_offsets_rewound_total", ())}
     print(f"\nFIGURES case=11 simulation-worker-kill injected='worker SIGKILL after a quarter of the visitors, restarted "
           f"{DOWN_S:g}s later, mid-browsing ({browsed_s:.1f}s in all, killed while browsing: {killed_at_browse})' "
           f"visitors={len(visits)} steps={steps} rewards_simulated={simulated} "
           f"rewards_attributed={clicked_later[champion]} impressions_attributed={impressions_later[champion]} "
-          f"(answers {steps}; the API logged {logged:.0f}, dropped {dropped}; the topic holds {in_topic})")
+          f"(answers {steps}; the API logged {logged:.0f}, dropped {dropped}; the topic holds {in_topic}, "
+          f"per partition {per_partition}; the worker's lag per partition {lag}; the restarted worker read {read} and fetched again what Faust dropped: {rewound})")
+    if clicked_later[champion] != simulated:
+        print(f"rewards the worker never counted: {unrewarded(settings, records)}")
+    if impressions_later[champion] != steps:
+        print(f"impressions the worker never counted: {uncounted(settings, records)}")
+        print(process.log_tail(WORKER, settings, lines=80))
     assert killed_at_browse, "the worker was not killed while visitors browsed"
     assert simulated > 50, "too few rewards for the check to mean anything"
     assert in_topic == logged == steps, (in_topic, logged, dropped, steps)

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from infra import process, redis_server
 from infra.kafka import free_port
-from streaming.attribution import (PENDING, PENDING_CLICK_TTL_S, SETTLE_S, Click, ImpressionWatermark,
+from streaming.attribution import (LATER_MARGIN_S, PENDING, PENDING_CLICK_TTL_S, SETTLE_S, Click, ImpressionWatermark,
                                    RewardAttribution, session_keys)
 from streaming.processor import retry_until_done
 from streamrec.arm_stats import REWARD_LOG, read_arm_stats
@@ -64,18 +64,20 @@ def test_a_click_is_decided_by_the_next_impression_or_after_the_settle_delay(red
         clock[0] = 102.0
         await att.record(impressions=[shown("a1", "a", 100.0, "va", (5, 6, 7))])
         waiting = await att.record(clicks=[click("a", 7, 101.0, 1)])  # could an impression between still come?
-        decided = await att.record(impressions=[shown("a2", "a", 103.0, "va", (1, 2))])  # no: a later one came
+        # a later one came, but the log is not yet read LATER_MARGIN_S past it: one between may be unread
+        held = await att.record(impressions=[shown("a2", "a", 103.0, "va", (1, 2))])
+        clock[0] = 103.0 + LATER_MARGIN_S
         # the session's last click: nothing comes after it, the sweep decides it once it has settled
-        await att.record(clicks=[click("a", 2, 104.0, 2)])
+        decided = await att.record(clicks=[click("a", 2, 104.0, 2)])  # and a2 now decides the first click
         early = await att.sweep()
         clock[0] = 104.0 + SETTLE_S + 0.1
         settled = await att.sweep()
         again = await att.sweep()
-        return waiting, decided, early, settled, again, (await read_arm_stats(client, "default", ["va"]))["va"]
+        return waiting, held, decided, early, settled, again, (await read_arm_stats(client, "default", ["va"]))["va"]
 
-    waiting, decided, early, settled, again, stats = run(redis_url, steps, now=102.0)
-    assert (pairs(waiting), pairs(decided), pairs(early), pairs(settled), pairs(again)) == (
-        [], [("va", 3)], [], [("va", 2)], [])
+    waiting, held, decided, early, settled, again, stats = run(redis_url, steps, now=102.0)
+    assert (pairs(waiting), pairs(held), pairs(decided), pairs(early), pairs(settled), pairs(again)) == (
+        [], [], [("va", 3)], [], [("va", 2)], [])
     assert (stats.impressions, stats.clicked, stats.rr_sum) == (2, 2, pytest.approx(1 / 3 + 1 / 2))
 
 
@@ -110,18 +112,34 @@ def test_a_backlog_click_waits_for_the_impression_log_to_be_read_up_to_it(redis_
         mark = ImpressionWatermark(grace_s=0.0, clock=lambda: 9_000.0)
         att.clock = mark
         await att.record(impressions=[shown("w1", "w", 500.0, "vw", (9, 8))])
-        mark.processed(0, 500.0)
-        mark.update({0: 40})  # behind: impressions after 500.0 still unread
+        mark.update({0: 40}, {0: 500.0})  # behind: impressions after 500.0 still unread
         await att.record(clicks=[click("w", 4, 505.0, 7)])
         early = await att.sweep()
         await att.record(impressions=[shown("w2", "w", 504.0, "vw", (3, 4))])  # the backlog reaches w2
-        mark.processed(0, 504.1)
-        mark.update({0: 0})
+        mark.update({0: 0}, {0: 504.1})
         later = await att.sweep()
         return early, later
 
     early, later = run(redis_url, steps)
     assert (pairs(early), pairs(later)) == ([], [("vw", 2)])
+
+
+def test_a_later_impression_read_out_of_order_does_not_decide_a_click(redis_url: str) -> None:
+    # Faust dropped x1 and the worker fetches it again (streaming.progress), after x2 was processed:
+    # the log is read contiguously only up to 600.5, so x2 cannot vouch that nothing came between.
+    async def steps(att: RewardAttribution, client, clock):  # noqa: ANN001, ANN202
+        mark = ImpressionWatermark(grace_s=0.0, clock=lambda: 9_000.0)
+        att.clock = mark
+        mark.update({0: 30}, {0: 600.5})
+        await att.record(impressions=[shown("x0", "x", 600.0, "vx", (1, 2))])
+        await att.record(impressions=[shown("x2", "x", 603.0, "vx", (3, 4))])  # ahead of the hole
+        early = await att.record(clicks=[click("x", 9, 602.0, 8)])  # answers x1, still unread
+        await att.record(impressions=[shown("x1", "x", 601.0, "vx", (9, 8))])  # the refetch
+        mark.update({0: 0}, {0: 603.1})
+        return early, await att.sweep()
+
+    early, decided = run(redis_url, steps)
+    assert (pairs(early), pairs(decided)) == ([], [("vx", 1)])
 
 
 def test_the_click_joins_the_latest_impression_before_it_within_the_window(redis_url: str) -> None:

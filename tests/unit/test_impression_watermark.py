@@ -1,5 +1,6 @@
 """The clock by which the worker decides clicks: the wall clock once the impression log is read up
-to its end, else the time of the latest impression read from the partitions still behind."""
+to its end, else the time of the latest impression read contiguously from the partitions still
+behind (streaming.progress keeps those times)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,12 @@ def test_nothing_known_yet_holds_clicks_back_during_the_grace_period_only() -> N
 
 def test_a_partition_behind_holds_the_clock_at_its_latest_impression() -> None:
     mark = watermark(up_s=5)
-    mark.processed(0, 9_000.0)
-    mark.processed(1, 9_500.0)
-    mark.processed(1, 9_400.0)  # older record time: the latest stays
-    mark.update({0: 0, 1: 12})
+    read = {0: 9_000.0, 1: 9_500.0}
+    mark.update({0: 0, 1: 12}, read)
     assert mark() == 9_500.0
-    mark.update({0: 3, 1: 12})
+    mark.update({0: 3, 1: 12}, read)
     assert mark() == 9_000.0
-    mark.update({0: 0, 1: 0})  # read to the end: the wall clock
+    mark.update({0: 0, 1: 0}, read)  # read to the end: the wall clock
     assert mark() == 10_000.0
 
 
@@ -40,8 +39,7 @@ def test_a_partition_behind_and_never_read_holds_clicks_back() -> None:
 def test_an_unknown_lag_holds_clicks_back_during_the_grace_period_only() -> None:
     mono = [0.0]
     mark = ImpressionWatermark(grace_s=30.0, clock=lambda: 10_000.0, monotonic=lambda: mono[0])
-    mark.processed(0, 9_000.0)
-    mark.update({0: None, 1: 0})
+    mark.update({0: None, 1: 0}, {0: 9_000.0})
     mono[0] = 29.0
     assert mark() == 9_000.0
     mono[0] = 31.0
@@ -52,14 +50,12 @@ def test_the_grace_for_an_unknown_lag_starts_when_the_partition_is_assigned() ->
     mono = [0.0]
     mark = ImpressionWatermark(grace_s=30.0, clock=lambda: 10_000.0, monotonic=lambda: mono[0])
     mono[0] = 40.0  # a slow start-up: past the grace before anything was assigned
-    mark.processed(0, 9_000.0)
-    mark.update({0: None})
+    mark.update({0: None}, {0: 9_000.0})
     assert mark() == 9_000.0  # assigned just now: still in its grace
     mono[0] = 69.0
-    mark.update({0: None})
+    mark.update({0: None}, {0: 9_000.0})
     assert mark() == 9_000.0
     mono[0] = 71.0
     assert mark() == 10_000.0
-    mark.update({0: None, 1: None})  # partition 1 assigned by a rebalance: its own grace
-    mark.processed(1, 9_800.0)
+    mark.update({0: None, 1: None}, {0: 9_000.0, 1: 9_800.0})  # partition 1 assigned by a rebalance: its own grace
     assert mark() == 9_800.0

@@ -5,22 +5,6 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from streaming import metrics
 
 
-def test_processed_offsets_give_highwater_minus_next_offset_to_process():
-    processed = metrics.ProcessedOffsets()
-    processed.done([("clicks", 0, 9), ("clicks", 1, 0)])
-    processed.done([("clicks", 0, 4)])  # a redelivered older record does not move the mark back
-    highwaters = {("clicks", 0): 15, ("clicks", 1): 1, ("clicks", 2): 7}
-    lags = processed.lags(highwaters, lambda topic, partition: highwaters[(topic, partition)])
-    # partition 2 has nothing processed yet: left out, not reported as 7 or 0
-    assert lags == {("clicks", 0): 5, ("clicks", 1): 0}
-
-
-def test_processed_offsets_skip_a_partition_without_a_highwater():
-    processed = metrics.ProcessedOffsets()
-    processed.done([("clicks", 0, 3)])
-    assert processed.lags([("clicks", 0)], lambda topic, partition: None) == {}
-
-
 def test_lag_reporter_drops_the_labels_of_a_revoked_partition():
     registry = CollectorRegistry()
     gauge = Gauge("lag", "lag", ["topic", "partition"], registry=registry)
