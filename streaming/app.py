@@ -77,7 +77,7 @@ def create_app(settings: Settings) -> faust.App:
         app, {settings.clicks_topic, by_item_topic(settings), settings.impressions_topic}, progress.seeked)
     store = OnlineStore.from_url(settings.redis_url, timeout_s=settings.write_timeout_s)  # one timeout per batch
     attribution = RewardAttribution(store.client, settings.attribution_window_s, retry_until_done)
-    watermark = ImpressionWatermark()
+    watermark = ImpressionWatermark(rewinding=lambda: progress.rewinding(settings.impressions_topic))
     attribution.clock = watermark
 
     async def send_dead_letter(message: bytes) -> None:

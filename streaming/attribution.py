@@ -42,9 +42,14 @@ MAX_IMPRESSIONS = 16  # per session: the latest ones (a click joins the latest b
 MAX_CLICKS = 32
 PENDING_CLICK_TTL_S = 120  # a click may reach the worker before the impression it rewards
 SETTLE_S = 5.0  # a click's impression is taken as known this long after the click (the log's delay is ms)
-# A later impression decides a click only once the log is read this far past it: all impressions
-# answered before it were then read too (the log's records trail their answers by ms, FLUSH_S).
+# While records of the impression log are being fetched again after later ones were processed
+# (streaming.progress), a later impression decides a click only once the log is read contiguously
+# this far past it: all impressions answered before it were then read too (the log's records trail
+# their answers by ms, FLUSH_S). Read in order, it decides at once: a margin there holds every click
+# of a fast session while MAX_IMPRESSIONS newer answers push its impression out (the simulation's
+# bots: 16,229 rewards counted of 16,344 with a margin whenever the log was behind).
 LATER_MARGIN_S = 1.0
+ANY_TIME = 1e18  # read in order: any later impression decides (the API's clock may run ahead of the worker's)
 PENDING = "streamrec:att:pending"  # sessions with undecided clicks, scored by the oldest one's time
 SWEEP_BATCH = 1000
 
@@ -55,7 +60,7 @@ local window, ttl, pending_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(
 local prefix, max_imps, max_clicks = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local reward_log, reward_log_max = ARGV[9], ARGV[10]
 local now, settle, session = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
-local later_by = now - tonumber(ARGV[14])
+local later_by = tonumber(ARGV[14])
 local new = 0
 if kind == 'imp' then
   local rec = cjson.decode(raw)
@@ -149,10 +154,12 @@ class ImpressionWatermark:
     and table recovery can take longer than the grace on a busy machine."""
 
     def __init__(self, grace_s: float = 30.0, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 rewinding: Callable[[], dict[int, float]] = dict) -> None:
         self.grace_s = grace_s
         self.clock = clock
         self.monotonic = monotonic
+        self.rewinding = rewinding  # live, between updates: partitions being fetched again -> read time
         self.started = monotonic()
         self.read: dict[int, float] = {}  # partition -> latest impression time read contiguously
         self.lags: dict[int, int | None] | None = None  # partition -> unread records (None: unknown); None: not known yet
@@ -170,10 +177,19 @@ class ImpressionWatermark:
         now = self.clock()
         mono = self.monotonic()
         if self.lags is None:
-            return 0.0 if mono - self.started < self.grace_s else now
-        behind = [self.read.get(p, 0.0) for p, lag in self.lags.items()
-                  if (lag or 0) > 0 or (lag is None and mono - self.assigned_at.get(p, mono) < self.grace_s)]
-        return min([now, *behind])
+            mark = 0.0 if mono - self.started < self.grace_s else now
+        else:
+            behind = [self.read.get(p, 0.0) for p, lag in self.lags.items()
+                      if (lag or 0) > 0 or (lag is None and mono - self.assigned_at.get(p, mono) < self.grace_s)]
+            mark = min([now, *behind, *self.rewinding().values()])
+        return mark
+
+    @property
+    def in_order(self) -> bool:
+        """Whether every impression processed so far was read in its partition's order (no records
+        being fetched again after later ones): then a session's later impression proves that the
+        earlier ones were read."""
+        return not self.rewinding()
 
 
 @dataclass(frozen=True)
@@ -219,13 +235,18 @@ class RewardAttribution:
         # "now" for deciding clicks: the worker sets an ImpressionWatermark; tests set a fixed time
         self.clock: Callable[[], float] = time.time
 
-    def _args(self, kind: str, raw: str, session_id: str, now: float) -> list[object]:
+    def _now(self) -> tuple[float, float]:
+        """(the clock, the time a later impression must be at or before to decide a click)."""
+        now = self.clock()
+        return now, ANY_TIME if getattr(self.clock, "in_order", True) else now - LATER_MARGIN_S
+
+    def _args(self, kind: str, raw: str, session_id: str, now: tuple[float, float]) -> list[object]:
         return [kind, raw, self.window_s, self.ttl_s, PENDING_CLICK_TTL_S, ARM_KEY_PREFIX, MAX_IMPRESSIONS, MAX_CLICKS,
-                REWARD_LOG, REWARD_LOG_MAX, now, self.settle_s, session_id, LATER_MARGIN_S]
+                REWARD_LOG, REWARD_LOG_MAX, now[0], self.settle_s, session_id, now[1]]
 
     async def record(self, impressions: list[Impression] = (), clicks: list[Click] = ()) -> Outcome:  # type: ignore[assignment]
         """Apply a batch in one round trip (retried until Redis takes it: the caller acks after)."""
-        now = self.clock()
+        now = self._now()
         calls = [(session_keys(i.session_id), self._args("imp", _impression_json(i), i.session_id, now))
                  for i in impressions]
         calls += [(session_keys(c.session_id), self._args("clk", _click_json(c), c.session_id, now)) for c in clicks]
@@ -233,8 +254,8 @@ class RewardAttribution:
 
     async def sweep(self) -> Outcome:
         """Decide the clicks that waited `settle_s` for their impression (a timer calls this)."""
-        now = self.clock()
-        sessions = await self.retry(lambda: self.client.zrangebyscore(PENDING, "-inf", now - self.settle_s,
+        now = self._now()
+        sessions = await self.retry(lambda: self.client.zrangebyscore(PENDING, "-inf", now[0] - self.settle_s,
                                                                       start=0, num=SWEEP_BATCH))
         ids = [s.decode() if isinstance(s, bytes) else s for s in sessions]
         return await self._run([(session_keys(i), self._args("sweep", "", i, now)) for i in ids], [])

@@ -108,7 +108,13 @@ class SourceProgress:
             return None
         if p is None or p.next is None:
             return 0 if high == 0 else None
-        return max(0, high - p.next)
+        return max(0, max(high, p.last + 1) - p.next)  # the highwater read may predate the last record
+
+    def rewinding(self, topic: str) -> dict[int, float]:
+        """Partitions of `topic` with a rewind outstanding, and the record time read contiguously
+        in each: their later records may have been processed before the ones being fetched again."""
+        return {partition: p.read_ts for (t, partition), p in self.partitions.items()
+                if t == topic and p.rewound_to is not None}
 
     def read_ts(self, topic: str, partition: int) -> float:
         """The latest record time every record before which has been processed (0: none yet)."""

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from infra import process, redis_server
 from infra.kafka import free_port
-from streaming.attribution import (LATER_MARGIN_S, PENDING, PENDING_CLICK_TTL_S, SETTLE_S, Click, ImpressionWatermark,
+from streaming.attribution import (PENDING, PENDING_CLICK_TTL_S, SETTLE_S, Click, ImpressionWatermark,
                                    RewardAttribution, session_keys)
 from streaming.processor import retry_until_done
 from streamrec.arm_stats import REWARD_LOG, read_arm_stats
@@ -64,20 +64,18 @@ def test_a_click_is_decided_by_the_next_impression_or_after_the_settle_delay(red
         clock[0] = 102.0
         await att.record(impressions=[shown("a1", "a", 100.0, "va", (5, 6, 7))])
         waiting = await att.record(clicks=[click("a", 7, 101.0, 1)])  # could an impression between still come?
-        # a later one came, but the log is not yet read LATER_MARGIN_S past it: one between may be unread
-        held = await att.record(impressions=[shown("a2", "a", 103.0, "va", (1, 2))])
-        clock[0] = 103.0 + LATER_MARGIN_S
+        decided = await att.record(impressions=[shown("a2", "a", 103.0, "va", (1, 2))])  # no: a later one came
         # the session's last click: nothing comes after it, the sweep decides it once it has settled
-        decided = await att.record(clicks=[click("a", 2, 104.0, 2)])  # and a2 now decides the first click
+        await att.record(clicks=[click("a", 2, 104.0, 2)])
         early = await att.sweep()
         clock[0] = 104.0 + SETTLE_S + 0.1
         settled = await att.sweep()
         again = await att.sweep()
-        return waiting, held, decided, early, settled, again, (await read_arm_stats(client, "default", ["va"]))["va"]
+        return waiting, decided, early, settled, again, (await read_arm_stats(client, "default", ["va"]))["va"]
 
-    waiting, held, decided, early, settled, again, stats = run(redis_url, steps, now=102.0)
-    assert (pairs(waiting), pairs(held), pairs(decided), pairs(early), pairs(settled), pairs(again)) == (
-        [], [], [("va", 3)], [], [("va", 2)], [])
+    waiting, decided, early, settled, again, stats = run(redis_url, steps, now=102.0)
+    assert (pairs(waiting), pairs(decided), pairs(early), pairs(settled), pairs(again)) == (
+        [], [("va", 3)], [], [("va", 2)], [])
     assert (stats.impressions, stats.clicked, stats.rr_sum) == (2, 2, pytest.approx(1 / 3 + 1 / 2))
 
 
@@ -127,19 +125,35 @@ def test_a_backlog_click_waits_for_the_impression_log_to_be_read_up_to_it(redis_
 def test_a_later_impression_read_out_of_order_does_not_decide_a_click(redis_url: str) -> None:
     # Faust dropped x1 and the worker fetches it again (streaming.progress), after x2 was processed:
     # the log is read contiguously only up to 600.5, so x2 cannot vouch that nothing came between.
+    # A rewind that started since the last lag update counts at once.
     async def steps(att: RewardAttribution, client, clock):  # noqa: ANN001, ANN202
-        mark = ImpressionWatermark(grace_s=0.0, clock=lambda: 9_000.0)
+        rewinding: dict[int, float] = {}
+        mark = ImpressionWatermark(grace_s=0.0, clock=lambda: 9_000.0, rewinding=lambda: rewinding)
         att.clock = mark
-        mark.update({0: 30}, {0: 600.5})
+        mark.update({0: 0}, {0: 600.5})  # caught up at the last update
+        rewinding[0] = 600.5  # then a rewind: the hole starts after 600.5
         await att.record(impressions=[shown("x0", "x", 600.0, "vx", (1, 2))])
         await att.record(impressions=[shown("x2", "x", 603.0, "vx", (3, 4))])  # ahead of the hole
         early = await att.record(clicks=[click("x", 9, 602.0, 8)])  # answers x1, still unread
         await att.record(impressions=[shown("x1", "x", 601.0, "vx", (9, 8))])  # the refetch
-        mark.update({0: 0}, {0: 603.1})
-        return early, await att.sweep()
+        rewinding.clear()
+        return early, await att.record(impressions=[shown("x3", "x", 604.0, "vx", (5,))])
 
     early, decided = run(redis_url, steps)
     assert (pairs(early), pairs(decided)) == ([], [("vx", 1)])
+
+
+def test_a_later_impression_decides_at_once_while_the_log_is_read_in_order(redis_url: str) -> None:
+    # Fast sessions: with a margin, MAX_IMPRESSIONS newer answers would push the clicked one out.
+    async def steps(att: RewardAttribution, client, clock):  # noqa: ANN001, ANN202
+        mark = ImpressionWatermark(grace_s=0.0, clock=lambda: 700.0)
+        att.clock = mark
+        mark.update({0: 3}, {0: 699.5})  # a few records behind, as under load
+        await att.record(impressions=[shown("fast1", "fast", 699.0, "vh", (4, 5))])
+        await att.record(clicks=[click("fast", 5, 699.01, 9)])
+        return await att.record(impressions=[shown("fast2", "fast", 699.02, "vh", (6,))])
+
+    assert pairs(run(redis_url, steps)) == [("vh", 2)]
 
 
 def test_the_click_joins_the_latest_impression_before_it_within_the_window(redis_url: str) -> None:

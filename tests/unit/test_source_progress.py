@@ -81,3 +81,14 @@ def test_faust_seeks_reach_the_progress_and_deliveries_do_not() -> None:
     offsets[TP("clicks", 3)] = None  # Faust's "no committed offset"
     assert seen == [(0, 5), (1, 7), (1, None), (0, None), (3, None)]
     assert offsets[TP("clicks", 2)] is None and offsets[TP("changelog", 0)] == 3  # reads stay blind for sources
+
+
+def test_a_hole_counts_as_unread_even_past_a_stale_highwater_and_is_reported_live() -> None:
+    p = progress()
+    p.done(records("imps", 0, [10]))
+    assert p.done(records("imps", 0, [15])) == [("imps", 0, 11)]
+    # the highwater read a second ago (12) predates record 15: the hole 11..14 still counts
+    assert p.unread("imps", 0, 12) == 5
+    assert p.rewinding("imps") == {0: 110.0} and p.rewinding("clicks") == {}
+    p.done(records("imps", 0, range(11, 16)))
+    assert p.rewinding("imps") == {} and p.unread("imps", 0, 12) == 0
