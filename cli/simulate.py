@@ -32,7 +32,8 @@ def simulate(
     """Replay held-out sessions as visitors (/recommend, then a click on the true next item through
     /events, Kafka and the worker) under a Thompson-sampling bandit, a 50/50 A/B split and the best
     arm alone, between the champion and its popularity baseline; rewards are counted by the
-    simulator and by the worker's attribution, which must agree."""
+    simulator and by the worker's attribution, which must agree. A worker and API it starts itself
+    are waited for (a probe click through Kafka) before the first visitor."""
     from evaluation.simulate import POLICIES, SimulationError, run_simulation
     from infra import process
 

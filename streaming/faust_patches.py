@@ -34,16 +34,16 @@ UPSTREAM_FINGERPRINTS: Mapping[str, tuple[str, str]] = {
         "it creates `_read_offset`, which SourceReadOffsets replaces (still a defaultdict?)"),
     "faust.transport.consumer:Consumer.perform_seek": (
         "0e8c130ff4b0afd82c0be9c5fd831316e10febc62c94032833911096e156d7c6",
-        "it writes `_read_offset` after a seek: SourceReadOffsets must still accept it"),
+        "it writes `_read_offset` after a seek (update): SourceReadOffsets reports it to streaming.progress"),
     "faust.transport.consumer:Consumer.seek": (
         "b86a9fe05f956b30cf299c787b6787c6e0349cbf1ae556f2456a1e97b15dbb22",
-        "it writes `_read_offset` after a seek: SourceReadOffsets must still accept it"),
+        "it writes `_read_offset` after a seek (also streaming.progress's rewinds): SourceReadOffsets reports it"),
     "faust.transport.consumer:Consumer.on_partitions_revoked": (
         "d04b7ae72c6fc206924a2879d6c90dd383f3e8ba6f4b10a19ca99a921eb8f4db",
-        "it pops `_read_offset` entries: SourceReadOffsets must still accept it"),
+        "it pops `_read_offset` entries: SourceReadOffsets reports them as unknown positions"),
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._seek_wait": (
         "9d221e816d9404678ac2d802b1419c7c2d166cbc9c8ec9f689a77673b8f2e85f",
-        "it writes/deletes `_read_offset` entries: SourceReadOffsets must still accept it"),
+        "it writes/deletes `_read_offset` entries: SourceReadOffsets reports them to streaming.progress"),
     "faust.app.base:App._new_consumer": (
         "bff6ccd646b71ea99a7e7a7d1c62adbf3d34432a0b42a39e6f60b4c0307d89c8",
         "install_consumer_patches wraps it: does it still build the one app consumer?"),
