@@ -7,6 +7,7 @@ six days. Each test prints a FIGURES line with the measured values and threshold
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -19,9 +20,8 @@ from streamrec.interactions import Interactions
 from training.drift import DriftReport, ItemShift, RewardDrift, UnknownItems, check_drift
 from training.drift_metrics import DRIFT_GAUGES, DriftGauges
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-if not DATA.exists():
-    DATA = Path("/work/shared/data")
+# shared/ sits beside the repository (../shared/data), as in tests/unit/test_datasets.py
+DATA = Path(os.environ.get("STREAMREC_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 DIGINETICA = DATA / "diginetica_srgnn"
 YOOCHOOSE = DATA / "yoochoose_100k"
 STATIONARY_SPLITS = 20
