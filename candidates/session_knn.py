@@ -158,6 +158,15 @@ class SessionKNN:
         self._max_len = int(sess_lengths.max()) + 1 if n_sessions else 1
         return self
 
+    def memory(self) -> Interactions:
+        """The sessions this model remembers, as clicks (session id "m<recency code>", every click
+        at its session's last-click time, clicks in their order): what a warm-started version
+        (training.continual) extends with new sessions instead of re-reading all history."""
+        lengths = np.diff(self.sess_indptr)
+        codes = np.repeat(np.arange(self.n_sessions, dtype=np.int64), lengths)
+        return Interactions(np.char.add("m", codes.astype(str)), self.item_ids[self.sess_items],
+                            np.repeat(self.sess_last_ts, lengths))
+
     # ------------------------------------------------------------------ persistence
     _ARRAYS = ("sess_items", "sess_indptr", "item_sessions", "item_indptr", "idf", "sess_distinct",
                "sess_last_ts", "item_ids", "item_popularity")

@@ -37,6 +37,10 @@ app.add_typer(report_app, name="report")
 from cli.simulate import simulate  # noqa: E402
 
 app.command()(simulate)
+from cli.learn import experiment_app, learn  # noqa: E402
+
+app.command()(learn)
+app.add_typer(experiment_app, name="experiment")
 
 
 def _settings() -> Settings:

@@ -37,6 +37,14 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _gate(gate: dict | None, triggers: list | None) -> str:
+    if not gate:
+        return "-"
+    verdict = "passed" if gate["passed"] else "rejected"
+    return (f"{verdict}: {gate['metric']} {gate['candidate_score']:.2f} vs {gate['champion_score']:.2f} "
+            f"({gate['cases']} cases; {', '.join(triggers or [])})")
+
+
 @models_app.command("list")
 def list_versions(as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object).")] = False) -> None:
     """Every version with its status (champion / arm / candidate / retired) and offline report."""
@@ -50,7 +58,8 @@ def list_versions(as_json: Annotated[bool, typer.Option("--json", help="Print JS
         console.print(f"no model versions in {registry.models_dir}: run `streamrec train` first")
         return
     table = Table(title=f"model versions in {registry.models_dir}")
-    for column in ("version", "status", "created", "dataset", "data window", "HR@20", "MRR@20", "training"):
+    for column in ("version", "status", "created", "dataset", "data window", "HR@20", "MRR@20", "training",
+                   "made by", "gate (fresh hold-out)"):
         table.add_column(column, justify="right" if column in ("HR@20", "MRR@20", "training") else "left")
     for v in versions:
         window = f"{v.data_first[:10]} … {(v.data_last or '')[:10]}" if v.data_first else "-"
@@ -59,7 +68,8 @@ def list_versions(as_json: Annotated[bool, typer.Option("--json", help="Print JS
         style = "bold green" if v.status == "champion" else "dim" if v.status == "retired" else None
         table.add_row(v.version, v.status, (v.created or "-")[:16].replace("T", " "), v.dataset or "-", window,
                       _number(v.hr_at_20), _number(v.mrr_at_20),
-                      "-" if v.training_s is None else f"{v.training_s:.0f}s", style=style)
+                      "-" if v.training_s is None else f"{v.training_s:.0f}s", v.extra.get("made_by", "-"),
+                      _gate(v.extra.get("gate"), v.extra.get("triggers")), style=style)
     out = Console()
     (out if out.is_terminal else Console(width=160)).print(table)  # piped: do not squeeze it to 80 columns
     routing = registry.routing()

@@ -15,12 +15,14 @@ snapshots give true figures for the interval between them, whichever process too
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -32,6 +34,7 @@ from serving.routing import Router
 from serving import schemas
 from serving.schemas import ApiOps, OpsPoint, WorkerOps
 from streamrec.arm_stats import ArmStats, ctr_interval
+from streamrec.artifacts import LEARN_STATUS
 from streamrec.online_store import OnlineStore
 from streamrec.settings import Settings
 
@@ -259,11 +262,55 @@ class OnlineOps(BaseModel):
     arms: list[OnlineArm]
 
 
+class DriftFigure(BaseModel):
+    """One drift statistic of the learner's latest check, against its calibrated threshold."""
+
+    name: str
+    value: float
+    threshold: float
+    fired: bool
+    responds_to: str
+
+
+class LearnOps(BaseModel):
+    """`streamrec learn`'s latest check (its LEARN_STATUS.json in the models folder)."""
+
+    at: float = Field(..., description="When the check ran (unix seconds).")
+    champion: str | None
+    new_clicks: int = Field(..., description="Clicks archived since the champion's training data ended.")
+    new_items: int = Field(..., description="Of their items, how many the champion does not know.")
+    triggers: list[str] = Field(..., description="Triggers that fired (schedule, volume, drift, new_items).")
+    drift: list[DriftFigure]
+    version: str | None = Field(None, description="The version this check produced, if any.")
+    promoted: bool = False
+    gate: str | None = Field(None, description="The gate's figures for that version.")
+
+
 class OpsSummary(schemas.OpsSummary):
     """Live operations figures (see the base) and the online loop's: the routing and its arms."""
 
     online: OnlineOps | None = Field(None, description="The routing policy and each arm's traffic share and CTR; "
                                      "null while no model is loaded.")
+    learning: LearnOps | None = Field(None, description="Continual learning's latest check: drift against the "
+                                      "champion's training window, triggers, the last decision; null while "
+                                      "`streamrec learn` has not run.")
+
+
+def learn_ops(models_dir: Path) -> LearnOps | None:
+    """The learner's latest check from its status file; None when absent or unreadable."""
+    try:
+        status = json.loads((Path(models_dir) / LEARN_STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+    gate = status.get("gate") or {}
+    return LearnOps(
+        at=status["at"], champion=status.get("champion"), new_clicks=status.get("new_clicks", 0),
+        new_items=status.get("new_items", 0), triggers=status.get("triggers", []),
+        drift=[DriftFigure(**{k: s[k] for k in DriftFigure.model_fields})
+               for s in (status.get("drift") or {}).get("statistics", [])],
+        version=status.get("version"), promoted=bool(status.get("promoted")),
+        gate=(f"{gate['metric']} {gate['candidate_score']:.2f} vs {gate['champion_score']:.2f} "
+              f"(margin {gate['margin']}, {gate['cases']} cases)") if gate else None)
 
 
 def online_ops(router: Router) -> OnlineOps:
@@ -357,6 +404,7 @@ class OpsMonitor:
             dependencies=snap.dependencies,
             series=[point for _, point in list(self.ring)[-SERIES_POINTS:] if point is not None],
             online=online,
+            learning=learn_ops(self.settings.models_dir),
         )
 
 

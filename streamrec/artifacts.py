@@ -32,6 +32,7 @@ RANKER = "ranker.txt"  # LightGBM LambdaRank model (training.ranker writes, serv
 RANKER_META = "ranker.json"  # the ranker's feature columns and validation report
 RANKER_BATCH_ONLY = "ranker_batch_only.txt"  # the streaming-features ablation, when trained
 CURRENT = "CURRENT"
+LEARN_STATUS = "LEARN_STATUS.json"  # in the models folder: `streamrec learn`'s latest check (the operations page)
 
 
 @dataclass

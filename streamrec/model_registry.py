@@ -136,6 +136,17 @@ class VersionInfo:
         return out
 
 
+def _learned(meta: dict[str, Any]) -> dict[str, Any]:
+    """How a version was made: `streamrec learn`'s kind (warm | light), parent, triggers and gate decision."""
+    continual, gate = meta.get("continual") or {}, meta.get("gate") or {}
+    if not continual:
+        return {"made_by": "train"}
+    return {"made_by": f"learn ({continual.get('kind', 'warm')})", "parent": meta.get("parent"),
+            "triggers": gate.get("triggers", []),
+            "gate": {key: gate.get(key) for key in ("passed", "metric", "candidate_score", "champion_score",
+                                                     "margin", "cases", "champion")} if gate else None}
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -329,6 +340,7 @@ class ModelRegistry:
             synthetic_clock=window.get("synthetic_clock"),
             training_s=(meta.get("timings_s") or {}).get("total"),
             n_items=meta.get("n_items"), n_clicks=meta.get("n_clicks"),
+            extra=_learned(meta),
         )
 
     def _read_or_empty(self, name: str) -> str:

@@ -109,6 +109,34 @@ class Settings(BaseSettings):
     max_shadow_tasks: int = Field(
         64, ge=0, description="Shadow scorings an API process runs at once; beyond that a request's shadow list "
         "is skipped and counted, so the challenger never takes the champion's capacity.")
+    # --- continual learning (`streamrec learn`) ----------------------------------------------
+    learn_check_s: float = Field(
+        30.0, gt=0, description="How often `streamrec learn` reads the new clicks, measures drift and checks "
+        "its triggers.")
+    learn_interval_s: float = Field(
+        3600.0, ge=0, description="Schedule trigger: a new version at least this often while new clicks "
+        "arrive; 0 = off.")
+    learn_volume_clicks: int = Field(
+        50_000, ge=0, description="Volume trigger: a new version once this many new clicks arrived; 0 = off.")
+    learn_min_clicks: int = Field(
+        2_000, ge=1, description="No version (whatever the trigger) from fewer new clicks than this.")
+    learn_on_drift: bool = Field(True, description="Drift trigger: a new version when measured drift fires.")
+    learn_new_items_s: float = Field(
+        60.0, ge=0, description="New items: a light version (no ranker update) at most this long after the "
+        "stream's first click on an item the champion does not know; 0 = off.")
+    learn_holdout_share: float = Field(
+        0.2, gt=0, lt=1, description="The newest share of the new clicks that the gate tests both versions on; "
+        "the candidate never trains on it (the next version does).")
+    learn_gate_margin: float = Field(
+        0.5, ge=0, description="The gate promotes a candidate whose hold-out HR@20 is at most this many points "
+        "below the champion's.")
+    learn_gate_cases: int = Field(
+        3000, ge=100, description="Next-item cases of the hold-out the gate scores both versions on (sampled).")
+    learn_metrics_port: int = Field(
+        6068, ge=0, description="Port of `streamrec learn`'s Prometheus /metrics (drift figures, versions); 0 = off.")
+    learn_promote: str = Field(
+        "champion", pattern="^(champion|bandit)$", description="What a passed candidate becomes: the champion "
+        "(`champion`), or a bandit arm beside it (`bandit`).")
     api_key: str | None = Field(
         None, description="If set, POST /events, GET /metrics and GET /ops/summary require it "
         "(X-API-Key, or Authorization: Bearer).")

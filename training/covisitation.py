@@ -56,3 +56,27 @@ def build_covisitation(data: Interactions, item_ids: np.ndarray, *, window: int 
     a, b, score = a[keep], b[keep], score[keep]
     indptr = np.concatenate(([0], np.cumsum(np.bincount(a, minlength=n)))).astype(np.int64)
     return CoVisitation(indptr, item_ids[b], score.astype(np.float32))
+
+
+def merge_covisitation(old: CoVisitation, old_item_ids: np.ndarray, new: CoVisitation, item_ids: np.ndarray, *,
+                       decay: float, top_k: int = 50) -> CoVisitation:
+    """`decay` × the old lists + the new window's lists, top-`top_k` per item, rows aligned with
+    `item_ids` (a superset of `old_item_ids`): the stateful update of co-visitation. Old lists
+    were already cut to their top k, so a pair outside both tops is lost, as in a full rebuild."""
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    rows = ItemRows(item_ids)
+
+    def triples(cov: CoVisitation, owners: np.ndarray, weight: float) -> pd.DataFrame:
+        counts = np.diff(cov.indptr)
+        return pd.DataFrame({"a": rows.rows(np.repeat(np.asarray(owners, dtype=np.int64), counts)),
+                             "b": cov.neighbours.astype(np.int64),
+                             "w": cov.scores.astype(np.float64) * weight})
+
+    both = pd.concat([triples(old, old_item_ids, decay), triples(new, item_ids, 1.0)], ignore_index=True)
+    both = both[both["a"] >= 0]
+    totals = both.groupby(["a", "b"], sort=False)["w"].sum().reset_index()
+    totals = totals.sort_values(["a", "w", "b"], ascending=[True, False, True], kind="stable")
+    totals = totals[totals.groupby("a").cumcount() < top_k]
+    a = totals["a"].to_numpy(np.int64)
+    indptr = np.concatenate(([0], np.cumsum(np.bincount(a, minlength=len(item_ids))))).astype(np.int64)
+    return CoVisitation(indptr, totals["b"].to_numpy(np.int64), totals["w"].to_numpy(np.float32))

@@ -42,14 +42,15 @@ def data_window(data: Interactions) -> dict[str, Any]:
 
 
 def train(settings: Settings, dataset: Path | None, *, progress: bool = True, promote: bool = True,
-          **knobs: Any) -> ModelArtifacts:
+          data: Interactions | None = None, **knobs: Any) -> ModelArtifacts:
     """Train a model version and (`promote`, the default) make it the champion; knobs: candidates, max_cases, window, covisit_top_k,
     target_recall, index_k, split, n_sessions/n_items/n_topics/seed for synthetic data, and for
     the ranker: ranker (False: none), ranker_train_cases, ranker_valid_cases, ranker_threads,
     ranker_ablation (also fit the twin without streaming features: `streamrec evaluate` only),
     ranker_skew_check (score the ranker's validation with refitted generators, see train_ranker),
     streaming_features, before_feast (called before the first Feast/online-store access, e.g. to
-    wait for a stack started in parallel)."""
+    wait for a stack started in parallel). `data`: train on these clicks instead of loading
+    `dataset` (which then only names the source in the version's meta)."""
     from rich.console import Console
 
     from training.batch_sources import write_batch_sources
@@ -66,7 +67,9 @@ def train(settings: Settings, dataset: Path | None, *, progress: bool = True, pr
         return time.perf_counter()
 
     t = time.perf_counter()
-    if dataset is None:
+    if data is not None:
+        pass
+    elif dataset is None:
         data = generate_sessions(**{k: knobs[k] for k in SYNTHETIC_KNOBS if k in knobs})
     else:
         data = load_dataset(Path(dataset), split=knobs.get("split", "train"))

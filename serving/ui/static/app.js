@@ -322,6 +322,7 @@ async function refreshOps() {
     $("health").replaceChildren(dot("redis", ops.dependencies.redis), dot("kafka", ops.dependencies.kafka),
       dot("worker metrics", w.reachable));
     renderOnline(ops.online);
+    renderLearning(ops.learning);
     $("ops-window").textContent = ops.window_s === null ? "–" : fmt(ops.window_s, 1);
     $("ops-updated").textContent = `updated ${new Date(ops.at * 1000).toLocaleTimeString()}`;
   } catch (error) {
@@ -341,6 +342,22 @@ function renderOnline(online) {
       el("td", {}, fmt(arm.impressions)), el("td", {}, fmt(arm.clicked)), el("td", {}, pct(arm.ctr) + interval));
   }) : [el("tr", { class: "empty" }, el("td", { colspan: 5 }, "no model loaded"))];
   $("online-arms").querySelector("tbody").replaceChildren(...rows);
+}
+
+// Continual learning's latest check (GET /ops/summary's `learning`): drift against the champion's window.
+function renderLearning(learning) {
+  $("learn-at").textContent = learning ? new Date(learning.at * 1000).toLocaleTimeString() : "–";
+  $("learn-champion").textContent = learning && learning.champion ? learning.champion : "–";
+  $("learn-summary").textContent = !learning ? "streamrec learn has not run yet"
+    : `${fmt(learning.new_clicks)} new clicks, ${fmt(learning.new_items)} new items; triggers: `
+      + (learning.triggers.length ? learning.triggers.join(", ") : "none")
+      + (learning.version ? ` → ${learning.version} ${learning.promoted ? "promoted" : "rejected"} (${learning.gate})` : "");
+  const rows = learning && learning.drift.length ? learning.drift.map((s) =>
+    el("tr", { class: s.fired ? "fired" : "", title: s.responds_to, "data-statistic": s.name },
+      el("td", {}, s.name), el("td", {}, fmt(s.value, 4)), el("td", {}, fmt(s.threshold, 4)),
+      el("td", {}, s.fired ? "yes" : "no")))
+    : [el("tr", { class: "empty" }, el("td", { colspan: 4 }, "no drift check yet"))];
+  $("learn-drift").querySelector("tbody").replaceChildren(...rows);
 }
 
 // ---------------------------------------------------------------- views

@@ -1,0 +1,168 @@
+"""Stateful training: co-visitation merge, the session-kNN memory, warm starts, the gate and the learner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from candidates.bundle import ModelBundle
+from candidates.session_knn import SessionKNN
+from streamrec.artifacts import CoVisitation
+from streamrec.interactions import Interactions
+from streamrec.model_registry import ModelRegistry
+from streamrec.settings import Settings
+from streamrec.synthetic import generate_sessions
+from training.continual import WarmStart, concat, warm_start
+from training.covisitation import build_covisitation, merge_covisitation
+from training.gate import gate, version_quality
+from training.learn import Learner, split_holdout
+
+FAST = WarmStart(ranker_train_cases=1500, ranker_valid_cases=800, ranker_rounds=30)
+
+
+def _rows(cov: CoVisitation, item_ids: np.ndarray) -> dict[int, dict[int, float]]:
+    return {int(i): dict(zip(*map(np.ndarray.tolist, cov.row(r)))) for r, i in enumerate(item_ids)}
+
+
+def test_merge_decays_old_lists_adds_new_pairs_and_new_items() -> None:
+    old_ids = np.array([1, 2, 3])
+    old = CoVisitation(np.array([0, 1, 2, 2]), np.array([2, 1]), np.array([4.0, 4.0], np.float32))
+    new_ids = np.array([1, 2, 3, 9])
+    window = Interactions(np.array([0, 0, 1, 1]), np.array([1, 2, 3, 9]), np.arange(4.0))
+    merged = merge_covisitation(old, old_ids, build_covisitation(window, new_ids, window=1), new_ids, decay=0.5)
+    rows = _rows(merged, new_ids)
+    assert rows[1] == pytest.approx({2: 0.5 * 4 + 1})
+    assert rows[3] == pytest.approx({9: 1.0}) and rows[9] == pytest.approx({3: 1.0})
+
+
+def test_merge_keeps_the_top_k_best_first() -> None:
+    ids = np.array([1, 2, 3, 4])
+    old = CoVisitation(np.array([0, 2, 2, 2, 2]), np.array([2, 3]), np.array([3.0, 1.0], np.float32))
+    empty = CoVisitation(np.zeros(5, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    merged = merge_covisitation(old, ids, empty, ids, decay=1.0, top_k=1)
+    assert _rows(merged, ids)[1] == {2: 3.0}
+
+
+def test_session_knn_memory_gives_back_its_sessions_in_click_order() -> None:
+    data = Interactions(np.array([5, 5, 5, 7, 7]), np.array([10, 20, 10, 30, 40]), np.array([1.0, 2, 3, 9, 10]))
+    memory = SessionKNN().fit(data).memory()
+    sessions = {tuple(memory.item_ids[memory.session_ids == s].tolist()) for s in np.unique(memory.session_ids)}
+    assert sessions == {(10, 20, 10), (30, 40)}
+    assert memory.n_sessions == 2
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, ModelBundle, Interactions]:
+    from training.pipeline import train
+
+    data = generate_sessions(n_sessions=3000, n_items=400, n_topics=10, seed=5)
+    first = data.subset_sessions(np.arange(data.n_sessions) < 2000)
+    later = data.subset_sessions(np.arange(data.n_sessions) >= 2000)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("continual"))
+    train(settings, None, data=first, progress=False, ranker_train_cases=1500, ranker_valid_cases=800,
+          streaming_features=False)
+    return settings, ModelBundle.load_current(settings.models_dir), later
+
+
+def _with_new_items(window: Interactions, new: dict[int, int]) -> Interactions:
+    """`window` where every click on a key of `new` is a click on its value (an item never seen)."""
+    items = window.item_ids.copy()
+    for old, replacement in new.items():
+        items[items == old] = replacement
+    return Interactions(window.session_ids, items, window.timestamps)
+
+
+def test_warm_start_adds_new_items_keeps_known_ones_and_continues_the_ranker(champion, tmp_path: Path) -> None:
+    settings, bundle, later = champion
+    known = bundle.artifacts.item_ids
+    popular_in_window = np.unique(later.item_ids, return_counts=True)
+    source = int(popular_in_window[0][np.argmax(popular_in_window[1])])
+    window = _with_new_items(later, {source: 10_000_001})
+    new = warm_start(bundle, window, version="v2", path=tmp_path / "v2", config=FAST, log=lambda _: None)
+    ids = new.artifacts.item_ids
+    assert set(known.tolist()) | {10_000_001} == set(ids.tolist())
+    row = new.artifacts.row_of(10_000_001)
+    assert np.linalg.norm(new.artifacts.item_embeddings[row]) == pytest.approx(1.0, abs=1e-4)
+    # the new item is a co-visitation neighbour of what it was clicked with, and in the index
+    neighbours = {int(i) for r in range(len(ids)) for i in new.artifacts.covisit.row(r)[0]}
+    assert 10_000_001 in neighbours
+    assert 10_000_001 in new.index.search(new.artifacts.item_embeddings[row], 5)[0].tolist()
+    # the session-kNN remembers the champion's sessions and the window's
+    assert new.session_knn.n_sessions == bundle.session_knn.n_sessions + window.n_sessions
+    # the ranker is the champion's, continued
+    report = new.artifacts.meta["ranker"]
+    assert report["continued_from"] == bundle.version
+    assert new.ranker.booster.current_iteration() >= bundle.ranker.booster.current_iteration()
+    assert new.artifacts.meta["continual"]["embeddings"]["new_items"] == 1
+    new.save()
+    again = ModelBundle.load(tmp_path / "v2")
+    assert again.artifacts.row_of(10_000_001) is not None and ModelRegistry(tmp_path).is_complete("v2")
+
+
+def test_a_warm_start_is_as_good_as_its_champion_on_fresh_data(champion, tmp_path: Path) -> None:
+    settings, bundle, later = champion
+    train_part = later.subset_sessions(np.arange(later.n_sessions) < 700)
+    fresh = later.subset_sessions(np.arange(later.n_sessions) >= 700)
+    new = warm_start(bundle, train_part, version="v3", path=tmp_path / "v3", config=FAST, log=lambda _: None)
+    ours, theirs = version_quality(new, fresh, max_cases=1500), version_quality(bundle, fresh, max_cases=1500)
+    assert ours["cases"] == theirs["cases"] > 500
+    assert ours["HR@20"] >= theirs["HR@20"] - 1.0
+
+
+def test_the_gate_rejects_a_version_that_is_worse_by_more_than_the_margin(champion, tmp_path: Path) -> None:
+    settings, bundle, later = champion
+    broken = warm_start(bundle, later, version="v4", path=tmp_path / "v4", config=FAST, log=lambda _: None)
+    rng = np.random.default_rng(0)  # scramble the vectors and neighbour lists: a useless model
+    broken.artifacts.item_embeddings = broken.artifacts.item_embeddings[rng.permutation(len(broken.artifacts.item_ids))]
+    broken.artifacts.covisit.neighbours = rng.permutation(broken.artifacts.covisit.neighbours)
+    from candidates.index import CandidateIndex, build_index
+    from candidates.session_knn import SessionKNN
+
+    broken.index = CandidateIndex(*build_index(broken.artifacts.item_embeddings, broken.artifacts.item_ids))
+    broken.session_knn = SessionKNN().fit(concat(later.subset_sessions(rng.random(later.n_sessions) < 0.02)))
+    decision = gate(broken, bundle, later, margin=0.5, max_cases=1000)
+    assert not decision.passed and decision.candidate_score < decision.champion_score - 0.5
+    assert gate(bundle, bundle, later, margin=0.0, max_cases=1000).passed  # equal is not worse
+
+
+def test_split_holdout_cuts_by_time_and_loses_no_click() -> None:
+    data = generate_sessions(n_sessions=200, n_items=50, n_topics=5, seed=1)
+    train, holdout, cut = split_holdout(data, 0.2)
+    assert len(train) + len(holdout) == len(data)
+    assert train.timestamps.max() <= cut < holdout.timestamps.min()
+    assert len(holdout) == pytest.approx(0.2 * len(data), rel=0.05)
+
+
+def test_the_learner_triggers_gates_promotes_and_moves_its_cursor(champion, tmp_path: Path) -> None:
+    import shutil
+
+    settings, bundle, later = champion
+    settings = settings.model_copy(update={"data_dir": tmp_path, "learn_volume_clicks": 3000,
+                                           "learn_interval_s": 0, "learn_new_items_s": 0, "learn_min_clicks": 500})
+    shutil.copytree(bundle.path, settings.models_dir / bundle.version)
+    ModelRegistry(settings.models_dir).promote(bundle.version)
+    streamed = {"upto": 0}
+
+    def read(since: float | None) -> Interactions:
+        rows = np.arange(len(later)) < streamed["upto"]
+        if since is not None:
+            rows &= later.timestamps > since
+        return later.subset_rows(rows)
+
+    learner = Learner(settings, read, config=FAST, log=lambda _: None)
+    streamed["upto"] = 1000
+    assert learner.check().triggers == []  # below the volume trigger: nothing to do
+    streamed["upto"] = len(later)
+    check = learner.check()
+    assert check.triggers == ["volume"] and check.version is not None
+    registry = ModelRegistry(settings.models_dir)
+    assert (registry.champion() == check.version) == check.promoted
+    assert check.gate["cases"] > 0
+    _, holdout, cut = split_holdout(later, settings.learn_holdout_share)
+    assert learner.state.trained_through == pytest.approx(cut)
+    # the hold-out is what the next check reads: tested once, trained on next time
+    assert len(read(learner.state.trained_through)) == len(holdout)
+    learner2 = Learner(settings, read, config=FAST, log=lambda _: None)  # a restart keeps the cursor
+    assert learner2.state.trained_through == pytest.approx(cut)

@@ -1,0 +1,260 @@
+"""Stateful training: a new model version warm-started from the champion and a window of new clicks.
+
+A full retrain (training.pipeline) re-reads all history, searches the embedding algorithm and
+fits every generator and the ranker from nothing. The stateful path starts from the champion:
+- embeddings: ALS over the session memory + the window, initialised with the champion's item
+  vectors, for a few iterations and no algorithm search; items the memory no longer holds keep
+  their vectors; new items start from the mean vector of the items their sessions also clicked;
+- co-visitation: the champion's lists × `covisit_decay` + the window's lists;
+- popularity: the champion's counts × `popularity_decay` + the window's; "recent" popularity is
+  the window's own (the newest clicks, as in a full retrain's latest share);
+- session-kNN: its memory (the champion's sessions, `SessionKNN.memory`) gains the window's
+  sessions, capped to the newest `memory_sessions`;
+- the FAISS index is rebuilt over the refined vectors (seconds, with its recall re-measured);
+- the ranker continues the champion's booster (`init_model`) with examples cut from the window,
+  their candidates from the champion's generators, which never saw the window (no leakage).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from candidates.bundle import ModelBundle
+from candidates.features import FEATURE_NAMES
+from candidates.index import CandidateIndex, build_index
+from candidates.ranker_model import RankerModel
+from candidates.session_knn import SessionKNN
+from streamrec.artifacts import ModelArtifacts
+from streamrec.interactions import Interactions, split_by_time
+from streamrec.item_rows import ItemRows
+from training.covisitation import build_covisitation, merge_covisitation
+from training.embeddings import normalise
+from training.generators import N_POPULAR
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """The stateful path's knobs (defaults: see the module docstring for what each keeps)."""
+
+    als_iterations: int = 3
+    als_factors_reg: float = 0.05
+    als_alpha: float = 10.0
+    covisit_decay: float = 0.8
+    popularity_decay: float = 0.8
+    memory_sessions: int | None = None  # None: keep every session (as a full retrain would see)
+    covisit_window: int = 3
+    covisit_top_k: int = 50
+    ranker_train_cases: int = 6000
+    ranker_valid_cases: int = 3000
+    ranker_rounds: int = 150
+    ranker_threads: int = 2
+    target_recall: float = 0.95
+    index_k: int = 100
+
+
+def concat(*parts: Interactions) -> Interactions:
+    """One `Interactions` of several (session ids become strings, so codes cannot collide)."""
+    parts = tuple(p for p in parts if len(p))
+    if not parts:
+        return Interactions(np.zeros(0, str), np.zeros(0, np.int64), np.zeros(0))
+    categories: dict[int, int] = {}
+    for p in parts:
+        categories.update(p.categories)
+    return Interactions(np.concatenate([p.session_ids.astype(str) for p in parts]),
+                        np.concatenate([p.item_ids for p in parts]),
+                        np.concatenate([p.timestamps for p in parts]), categories, parts[-1].name,
+                        all(p.synthetic_clock for p in parts))
+
+
+def newest_sessions(data: Interactions, limit: int | None) -> Interactions:
+    """The `limit` sessions whose last click is newest (all when `limit` is None)."""
+    if limit is None or data.n_sessions <= limit:
+        return data
+    starts = data.session_starts()
+    last = data.timestamps[np.append(starts[1:], len(data)) - 1]
+    keep = np.zeros(len(starts), dtype=bool)
+    keep[np.argsort(-last, kind="stable")[:limit]] = True
+    return data.subset_sessions(keep)
+
+
+def _session_matrix(data: Interactions, item_ids: np.ndarray) -> sp.csr_matrix:
+    rows = data.session_codes()
+    cols = ItemRows(item_ids).rows(data.item_ids)
+    matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
+                           shape=(data.n_sessions, len(item_ids)))
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def warm_embeddings(champion: ModelArtifacts, memory: Interactions, item_ids: np.ndarray,
+                    config: WarmStart) -> tuple[np.ndarray, dict[str, Any]]:
+    """Item vectors for `item_ids` (sorted, ⊇ the champion's): ALS warm-started from the champion."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    matrix = _session_matrix(memory, item_ids)
+    old_rows = champion.rows_of(item_ids)
+    known = old_rows >= 0
+    init = np.zeros((len(item_ids), champion.dim), np.float32)
+    init[known] = champion.item_embeddings[old_rows[known]]
+    # a new item starts at the mean of the known items its sessions clicked (sessions × items)
+    session_vectors = matrix @ init
+    item_means = matrix.T @ session_vectors
+    init[~known] = normalise(np.asarray(item_means[~known]))
+    model = AlternatingLeastSquares(factors=champion.dim, regularization=config.als_factors_reg,
+                                    alpha=config.als_alpha, iterations=config.als_iterations, random_state=0)
+    model.item_factors = init.copy()
+    with threadpool_limits(1, "blas"):
+        model.fit(matrix, show_progress=False)
+    vectors = normalise(np.asarray(model.item_factors))
+    in_memory = np.asarray(matrix.sum(axis=0)).ravel() > 0
+    vectors[~in_memory] = init[~in_memory]  # nothing to refine them with: keep what was known
+    drift = np.einsum("ij,ij->i", vectors[known & in_memory], init[known & in_memory])
+    return vectors, {"new_items": int((~known).sum()), "refined_items": int((known & in_memory).sum()),
+                     "kept_items": int((known & ~in_memory).sum()),
+                     "median_cosine_to_champion": round(float(np.median(drift)), 4) if len(drift) else None}
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _window(parent: dict[str, Any], window: Interactions) -> dict[str, Any]:
+    """The parent's data window extended to the new clicks' last time."""
+    from training.pipeline import data_window
+
+    new = data_window(window)
+    return {"first": parent.get("first") or new["first"], "last": new["last"] or parent.get("last"),
+            "synthetic_clock": bool(parent.get("synthetic_clock")) or new["synthetic_clock"]}
+
+
+def _counts(item_ids: np.ndarray, clicked: np.ndarray) -> np.ndarray:
+    rows = ItemRows(item_ids).rows(clicked)
+    return np.bincount(rows[rows >= 0], minlength=len(item_ids)).astype(np.float64)
+
+
+def warm_start(champion: ModelBundle, window: Interactions, *, version: str, path: Path,
+               config: WarmStart = WarmStart(), decay: float = 0.7, ann_k: int = 100, max_session_items: int = 50,
+               log: Callable[[str], None] = print) -> ModelBundle:
+    """A new version from `champion` and the new clicks in `window` (not yet saved: call `.save()`).
+    Its `artifacts.meta["continual"]` says what was kept, refined and added, and how long each step took."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        timings[name] = round(time.perf_counter() - since, 2)
+        return time.perf_counter()
+
+    old = champion.artifacts
+    knn_params = champion.session_knn.get_params() if champion.session_knn is not None else {}
+    history = champion.session_knn.memory() if champion.session_knn is not None else Interactions(
+        np.zeros(0, str), np.zeros(0, np.int64), np.zeros(0))
+    memory = newest_sessions(concat(history, window), config.memory_sessions)
+    item_ids = np.union1d(old.item_ids, np.unique(window.item_ids)).astype(np.int64)
+    t = lap("memory", started)
+
+    embeddings, embedding_report = warm_embeddings(old, memory, item_ids, config)
+    t = lap("embeddings", t)
+    rows = ItemRows(item_ids).rows(old.item_ids)
+    popularity = np.zeros(len(item_ids))
+    popularity[rows] = old.item_popularity * config.popularity_decay
+    popularity += _counts(item_ids, window.item_ids)
+    popular = item_ids[np.lexsort((item_ids, -popularity))[:N_POPULAR]]
+    categories = None
+    if old.item_categories is not None or window.categories:
+        categories = np.full(len(item_ids), -1, np.int64)
+        if old.item_categories is not None:
+            categories[rows] = old.item_categories
+        for i, item in enumerate(item_ids.tolist()):
+            if item in window.categories:
+                categories[i] = window.categories[item]
+    covisit = merge_covisitation(old.covisit, old.item_ids,
+                                 build_covisitation(window, item_ids, window=config.covisit_window,
+                                                    top_k=config.covisit_top_k),
+                                 item_ids, decay=config.covisit_decay, top_k=config.covisit_top_k)
+    t = lap("covisitation", t)
+    meta = {key: value for key, value in old.meta.items() if key not in ("timings_s", "ranker", "gate", "continual")}
+    meta.update(n_items=int(len(item_ids)), n_clicks=int(old.meta.get("n_clicks", 0)) + int(window.n_clicks),
+                n_sessions=int(memory.n_sessions), parent=old.version, trained_at=_now(),
+                data_window=_window(old.meta.get("data_window") or {}, window))
+    artifacts = ModelArtifacts(version=version, path=Path(path), item_ids=item_ids, item_embeddings=embeddings,
+                               item_popularity=np.rint(popularity).astype(np.int64), popular=popular,
+                               covisit=covisit, meta=meta,
+                               item_recent_popularity=_counts(item_ids, window.item_ids).astype(np.int64),
+                               item_categories=categories)
+    knn = SessionKNN(**knn_params).fit(memory)
+    t = lap("session_knn", t)
+    index, info = build_index(embeddings, item_ids, target_recall=config.target_recall, k=config.index_k)
+    artifacts.meta["index"] = {key: info.get(key) for key in ("type", "recall_at_k", "ef_search", "nlist", "nprobe", "k")}
+    t = lap("index", t)
+    bundle = ModelBundle(artifacts, CandidateIndex(index, info), knn)
+    ranker_report = continue_ranker(champion, window, bundle, config, decay=decay, ann_k=ann_k,
+                                    max_session_items=max_session_items, log=log)
+    lap("ranker", t)
+    timings["total"] = round(time.perf_counter() - started, 2)
+    artifacts.meta["continual"] = {"config": asdict(config), "window_clicks": int(window.n_clicks),
+                                   "window_sessions": int(window.n_sessions), "embeddings": embedding_report,
+                                   "timings_s": timings}
+    artifacts.meta["ranker"] = ranker_report
+    artifacts.meta["timings_s"] = timings  # with "total": the registry's mark of a complete version
+    log(f"continual: {version} from {old.version} in {timings['total']:.0f}s: "
+        f"{embedding_report['new_items']:,} new items, {embedding_report['refined_items']:,} refined; "
+        f"ranker {ranker_report.get('valid', {}).get('HR@20', 'n/a')}")
+    return bundle
+
+
+def continue_ranker(champion: ModelBundle, window: Interactions, bundle: ModelBundle, config: WarmStart, *,
+                    decay: float, ann_k: int, max_session_items: int,
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """Continue the champion's ranker on the window (sets `bundle.ranker`); returns its report.
+    Examples come from the champion's generators (fitted before the window: leakage-free); early
+    stopping on the window's newest sessions. Without a champion ranker, or with a window too small
+    to cut examples from, the champion's ranker is kept as it is."""
+    from training.ranker import build_examples, fit_lambdarank, ranking_quality
+
+    if champion.ranker is None:
+        return {"kept": "champion has no ranker"}
+    columns = [FEATURE_NAMES.index(name) for name in champion.ranker.features]
+    report: dict[str, Any] = {**champion.ranker_report, "features": list(champion.ranker.features),
+                              "continued_from": champion.version}
+    bundle.ranker, bundle.ranker_report = champion.ranker, report
+    if config.ranker_rounds <= 0:
+        report["kept"] = "light version: the champion's ranker as it is"
+        return report
+    if window.n_sessions < 20:
+        report["kept"] = f"window of {window.n_sessions} sessions is too small to continue on"
+        return report
+    train_part, valid_part = split_by_time(window, 0.3)
+    generators = champion.generators(ann_k)
+    try:
+        train = build_examples(generators, train_part, config.ranker_train_cases, decay, max_session_items, 0)
+        valid = build_examples(generators, valid_part, config.ranker_valid_cases, decay, max_session_items, 1)
+    except ValueError as error:  # no case has its label among the champion's candidates
+        report["kept"] = str(error)
+        return report
+
+    class Champion:  # the same interface as training.ranker.FittedRanker
+        def predict(self, features: np.ndarray) -> np.ndarray:
+            return champion.ranker.booster.predict(features[:, columns])
+
+    before = ranking_quality(Champion().predict(valid.features), valid)
+    fitted = fit_lambdarank(train, valid, columns, 0, threads=config.ranker_threads, log=log,
+                            name="ranker (continued)", init_model=champion.ranker.booster,
+                            rounds=config.ranker_rounds)
+    after = ranking_quality(fitted.predict(valid.features), valid)
+    added = int((fitted.booster.best_iteration or fitted.booster.current_iteration())
+                - champion.ranker.booster.current_iteration())
+    report.update(valid=after, valid_champion=before, trees_added=max(added, 0), train_rows=int(len(train.labels)),
+                  best_iteration=int(fitted.booster.best_iteration or fitted.booster.current_iteration()))
+    report.pop("kept", None)
+    bundle.ranker = RankerModel(fitted.booster, champion.ranker.features)
+    return report

@@ -1,0 +1,272 @@
+"""`streamrec learn`: new model versions from the stream by themselves — when, how, and whether to promote.
+
+Every `learn_check_s` the learner reads the clicks archived since its cursor, measures drift
+against the champion's own training window, and checks its triggers (schedule, volume, drift, new
+items). A triggered check splits the new clicks by time: the newest `learn_holdout_share` is the
+hold-out, the rest trains a candidate warm-started from the champion (training.continual). The gate
+(training.gate) scores both on the hold-out, and a passed candidate is promoted through the
+registry (or becomes a bandit arm). The cursor then moves to the hold-out's start, so every click
+is tested before it is trained on, and trained on exactly once. Decisions are written with the
+candidate (`meta.json` "gate") and appended to `LEARN_LOG.jsonl`; the latest check is
+`LEARN_STATUS.json` (the operations page reads it) and Prometheus gauges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from candidates.bundle import ModelBundle
+from streamrec.artifacts import LEARN_STATUS
+from streamrec.interactions import Interactions
+from streamrec.model_registry import ModelRegistry, RoutingConfig
+from streamrec.settings import Settings
+from training.continual import WarmStart, warm_start
+from training.drift import DriftReport, ItemShift, RewardDrift, UnknownItems, check_drift
+from training.drift_metrics import DriftGauges
+from training.gate import gate
+
+STATE = "LEARN_STATE.json"  # the cursor and the last version's time
+STATUS = LEARN_STATUS  # the latest check (operations page)
+LOG = "LEARN_LOG.jsonl"  # one line per produced version: triggers, drift, gate figures, decision
+
+# clicks the learner reads: since (exclusive, event time in unix s; None = all) → Interactions
+ClickSource = Callable[[float | None], Interactions]
+# (latest window, champion) → its drift report (DriftMonitor is the one the job uses)
+DriftCheck = Callable[[Interactions, ModelBundle], DriftReport]
+# champion version → its 0/1 rewards per answer logged since the last call (the inference log)
+RewardSource = Callable[[str], list[float]]
+
+
+class DriftMonitor:
+    """The champion's drift detectors (training.drift), rebuilt when the champion changes: the
+    reference is the champion's own training window (its session-kNN memory), the catalogue its items."""
+
+    def __init__(self, rewards: RewardSource | None = None, gauges: DriftGauges | None = None) -> None:
+        self.rewards, self.gauges = rewards, gauges
+        self.version: str | None = None
+        self.item_shift: ItemShift | None = None
+        self.unknown_items: UnknownItems | None = None
+        self.reward_drift = RewardDrift() if rewards is not None else None
+
+    def __call__(self, window: Interactions, champion: ModelBundle) -> DriftReport:
+        if champion.version != self.version:
+            self.version = champion.version
+            reference = champion.session_knn.memory() if champion.session_knn is not None else None
+            catalogue = champion.artifacts.item_ids
+            self.item_shift = ItemShift(reference, catalogue) if reference is not None and len(reference) else None
+            self.unknown_items = UnknownItems(reference, catalogue) if self.item_shift is not None else None
+            if self.reward_drift is not None:
+                self.reward_drift.reset()
+        rewards = self.rewards(champion.version) if self.rewards is not None else ()
+        report = check_drift(self.item_shift, self.unknown_items, window, self.reward_drift, rewards)
+        if self.gauges is not None:
+            self.gauges.publish(report)
+        return report
+
+
+@dataclass
+class LearnState:
+    trained_through: float | None = None  # event time of the last click trained on (the cursor)
+    last_version_at: float | None = None  # wall time of the last produced version
+    versions: int = 0
+    attempted_clicks: int = 0  # new clicks when a version was last tried without moving the cursor
+
+    @classmethod
+    def load(cls, models_dir: Path) -> "LearnState":
+        path = Path(models_dir) / STATE
+        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+
+    def save(self, models_dir: Path) -> None:
+        _atomic_write(Path(models_dir) / STATE, json.dumps(asdict(self)))
+
+
+@dataclass
+class Check:
+    """One check: what was new, what drift measured, what triggered, what was decided."""
+
+    at: float
+    new_clicks: int
+    new_items: int
+    champion: str | None
+    triggers: list[str] = field(default_factory=list)
+    drift: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+    kind: str | None = None  # "warm" (embeddings, generators, ranker) or "light" (no ranker update)
+    gate: dict[str, Any] = field(default_factory=dict)
+    promoted: bool = False
+    cpu_s: float = 0.0
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def new_version_name(parent: str, clicks: int, now: datetime) -> str:
+    digest = hashlib.sha1(f"{parent}:{clicks}:{now.isoformat()}".encode()).hexdigest()[:7]
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-c{digest}"
+
+
+def split_holdout(window: Interactions, share: float) -> tuple[Interactions, Interactions, float]:
+    """(train part, hold-out, cut time): the hold-out is the clicks after the `1 - share` time quantile."""
+    cut = float(np.quantile(window.timestamps, 1 - share))
+    later = window.timestamps > cut
+    return window.subset_rows(~later), window.subset_rows(later), cut
+
+
+class Learner:
+    """The learn loop's state and one `check()`; `run()` repeats it every `learn_check_s`."""
+
+    def __init__(self, settings: Settings, read_clicks: ClickSource, *, drift: DriftCheck | None = None,
+                 config: WarmStart = WarmStart(), log: Callable[[str], None] = print,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings, self.read_clicks, self.drift, self.config = settings, read_clicks, drift, config
+        self.log, self.clock = log, clock
+        self.registry = ModelRegistry(settings.models_dir)
+        self.state = LearnState.load(settings.models_dir)
+        self.first_unknown_at: float | None = None  # wall time a click on an unknown item was first read
+
+    def triggers(self, window: Interactions, champion: ModelBundle, drift_fired: bool, now: float) -> list[str]:
+        s = self.settings
+        fired: list[str] = []
+        if len(window) < s.learn_min_clicks + self.state.attempted_clicks:  # nothing new since the last try
+            return fired
+        since_last = now - (self.state.last_version_at or 0.0)
+        if s.learn_interval_s and since_last >= s.learn_interval_s:
+            fired.append("schedule")
+        if s.learn_volume_clicks and len(window) >= s.learn_volume_clicks:
+            fired.append("volume")
+        if s.learn_on_drift and drift_fired:
+            fired.append("drift")
+        if s.learn_new_items_s and self.first_unknown_at is not None \
+                and now - self.first_unknown_at >= s.learn_new_items_s:
+            fired.append("new_items")
+        return fired
+
+    def check(self) -> Check:
+        now = self.clock()
+        started_cpu = time.process_time()
+        window = self.read_clicks(self.state.trained_through)
+        champion = ModelBundle.load_current(self.settings.models_dir)
+        unknown = champion.artifacts.rows_of(np.unique(window.item_ids)) < 0 if len(window) else np.zeros(0, bool)
+        if unknown.any() and self.first_unknown_at is None:
+            self.first_unknown_at = now
+        check = Check(now, int(len(window)), int(unknown.sum()), champion.version)
+        drift_fired = False
+        if self.drift is not None and len(window) >= self.settings.learn_min_clicks:
+            report = self.drift(window, champion)
+            check.drift = {**report.to_dict(), "reasons": report.reasons}
+            drift_fired = report.fired
+        check.triggers = self.triggers(window, champion, drift_fired, now)
+        if check.triggers:
+            self.produce(check, window, champion)
+        check.cpu_s = round(time.process_time() - started_cpu, 2)
+        _atomic_write(self.settings.models_dir / STATUS, json.dumps(check.to_dict()))
+        return check
+
+    def base_of(self, champion: ModelBundle) -> ModelBundle:
+        """The version new clicks are added to: the champion, or the warm version a light champion
+        was built on (light versions never move the cursor, so their window is not consumed)."""
+        continual = champion.artifacts.meta.get("continual") or {}
+        if continual.get("kind") == "light" and self.registry.exists(champion.artifacts.meta.get("parent", "")):
+            return ModelBundle.load(self.settings.models_dir / champion.artifacts.meta["parent"])
+        return champion
+
+    def produce(self, check: Check, window: Interactions, champion: ModelBundle) -> None:
+        """Train a candidate on the window minus its hold-out, gate it, promote it or retire it.
+
+        A warm version (any trigger but new items alone) consumes the window: the cursor moves to the
+        hold-out's start. A light version (new items: embeddings, generators and index, the ranker
+        kept) only overlays the window on its base, so the next version still trains on all of it."""
+        s = self.settings
+        train_part, holdout, cut = split_holdout(window, s.learn_holdout_share)
+        light = check.triggers == ["new_items"]
+        config = WarmStart(**{**asdict(self.config), "ranker_rounds": 0, "als_iterations": 1}) if light else self.config
+        base = self.base_of(champion)
+        now = datetime.now(timezone.utc)
+        version = new_version_name(base.version, len(train_part), now)
+        candidate = warm_start(base, train_part, version=version, path=s.models_dir / version, config=config,
+                               decay=s.recency_decay, ann_k=s.candidates_k, max_session_items=s.max_session_items,
+                               log=self.log)
+        decision = gate(candidate, champion, holdout, margin=s.learn_gate_margin, decay=s.recency_decay,
+                        ann_k=s.candidates_k, max_session_items=s.max_session_items,
+                        max_cases=s.learn_gate_cases)
+        check.version, check.kind, check.gate = version, "light" if light else "warm", decision.to_dict()
+        candidate.artifacts.meta["continual"]["kind"] = check.kind
+        candidate.artifacts.meta["gate"] = {**decision.to_dict(), "triggers": check.triggers}
+        candidate.save()
+        if decision.passed:
+            if s.learn_promote == "bandit":
+                self.registry.set_routing(RoutingConfig(policy="bandit", arms=(version,)))
+            else:
+                self.registry.promote(version)
+            check.promoted = True
+        else:
+            self.registry.retire(version)
+        self.first_unknown_at = None if decision.passed else check.at  # a rejected light version waits again
+        moved = decision.passed and not light
+        self.state = LearnState(trained_through=cut if moved else self.state.trained_through,
+                                last_version_at=check.at, versions=self.state.versions + 1,
+                                attempted_clicks=0 if moved else len(window))
+        self.state.save(s.models_dir)
+        with open(s.models_dir / LOG, "a") as out:
+            out.write(json.dumps(check.to_dict()) + "\n")
+        self.log(f"learn: {version} ({check.kind}, triggers {', '.join(check.triggers)}) {decision.summary}"
+                 f"{' → promoted' if check.promoted else ' → retired'}")
+
+    def run(self, *, max_checks: int | None = None, stop: Callable[[], bool] = lambda: False) -> None:
+        checks = 0
+        while not stop() and (max_checks is None or checks < max_checks):
+            started = time.monotonic()
+            check = self.check()
+            checks += 1
+            if not check.triggers:
+                self.log(f"learn: {check.new_clicks:,} new clicks, {check.new_items:,} new items; no trigger"
+                         + (f" (drift: {', '.join(check.drift.get('reasons', [])) or 'none'})" if check.drift else ""))
+            time.sleep(max(0.0, self.settings.learn_check_s - (time.monotonic() - started)))
+
+
+class ArmRewards:
+    """The champion's 0/1 rewards per answer since the last call, from the arm counters the worker's
+    attribution keeps in Redis (streamrec.arm_stats): Δclicked ones and Δ(impressions − clicked) zeros.
+    The order inside one interval is lost; ADWIN only needs the intervals in order."""
+
+    def __init__(self, settings: Settings) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        self.registry = ModelRegistry(settings.models_dir)
+        self.last: dict[str, tuple[int, int]] = {}
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self, version: str) -> list[float]:
+        from redis.exceptions import RedisError
+
+        from streamrec.arm_stats import ArmStats, arm_key
+
+        try:
+            stats = ArmStats.from_hash(version, self.client.hgetall(arm_key(self.registry.routing().experiment, version)))
+        except RedisError:
+            return []  # Redis away: no rewards this time, the detector keeps its window
+        shown, clicked = self.last.get(version, (stats.impressions, stats.clicked))
+        self.last[version] = (stats.impressions, stats.clicked)
+        new_clicked = max(0, stats.clicked - clicked)
+        new_unclicked = max(0, (stats.impressions - shown) - new_clicked)
+        rewards = np.array([1.0] * new_clicked + [0.0] * new_unclicked)
+        self.rng.shuffle(rewards)  # no made-up order inside the interval (all ones first would look like a drop)
+        return rewards.tolist()
