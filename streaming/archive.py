@@ -334,6 +334,7 @@ class Archiver:
 def run_archiver(settings: Settings, max_seconds: float | None = None) -> None:
     """`streamrec archive`: the lock, the optional metrics server, the loop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines (connections, metadata) drown ours
     with archive_lock(settings.archive_path):
         if settings.archive_metrics_port:
             from prometheus_client import start_http_server

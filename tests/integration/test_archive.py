@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import statistics
 import threading
@@ -35,7 +36,7 @@ CLICKS = 20_000
 IMPRESSIONS = 2_000
 MALFORMED_EVERY = 97  # one malformed click after every 97th valid one
 KILLS = 3
-RATE = 1_500  # clicks per second during the kills
+RATE = 1_000  # clicks per second during the kills
 STEADY_CLICKS, STEADY_RATE = 3_000, 1_000  # after the kills: the archive's delay, measured
 
 
@@ -118,6 +119,22 @@ def kill_hard(pid: int) -> None:
     wait_for(lambda: process.exited(pid), 10, f"archiver pid {pid} to die after SIGKILL")
 
 
+def alive(pid: int, settings: Settings) -> None:
+    """Fail at once, with its log, if the archiver died by itself (e.g. refused an overlapping write)."""
+    if process.exited(pid):
+        raise AssertionError(f"the archiver died:\n{process.log_tail(NAME, settings)}")
+
+
+def archived_files(settings: Settings) -> int:
+    return sum(len(layout.list_files(settings.archive_path / kind)) for kind in layout.KINDS)
+
+
+def files_found_at_starts(settings: Settings) -> list[int]:
+    """Per start of the archiver, the clicks files it found (its log): > 0 means it resumed mid-archive."""
+    text = process.log_path(NAME, settings).read_text()
+    return [int(m) for m in re.findall(r"clicks archive: (\d+) files", text)]
+
+
 def kill_during_a_write(pid: int, settings: Settings, within_s: float = 5.0) -> None:
     """SIGKILL as soon as a temp file (a write in progress) is seen in the newest hour folders; at the
     end of `within_s` regardless. The write may finish between the look and the kill."""
@@ -136,6 +153,7 @@ class Run:
     settings: Settings
     sent: Sent
     temp_files_at_kills: list[int]
+    files_at_starts: list[int]
     steady_since: float
     catch_up_s: float
 
@@ -153,7 +171,11 @@ def archived(tmp_path_factory: pytest.TempPathFactory):
         rng = random.Random(5)
         temps = []
         for k in range(KILLS):  # kill at random moments of the replay; the later ones the moment a write starts
-            time.sleep(rng.uniform(2.0, 4.0))
+            before = archived_files(settings)
+            grown = before + rng.randint(2, 8)  # let this run archive a few files first: its restart must resume
+            wait_for(lambda: alive(pid, settings) or archived_files(settings) >= grown, 60, f"{grown} archive files",
+                     0.05)
+            time.sleep(rng.uniform(0.0, 0.5))
             if k == 0:
                 kill_hard(pid)
             else:
@@ -165,14 +187,16 @@ def archived(tmp_path_factory: pytest.TempPathFactory):
         assert not producer.is_alive(), "the producer did not finish"
         t0 = time.monotonic()
         ends = end_offsets(settings)
-        wait_for(lambda: caught_up(settings, ends), 120, "the archive to catch up after the kills", 0.2)
+        wait_for(lambda: alive(pid, settings) or caught_up(settings, ends), 120,
+                 "the archive to catch up after the kills", 0.2)
         catch_up_s = time.monotonic() - t0
         steady_since = time.time()
         produce(settings, sent, STEADY_CLICKS, STEADY_RATE, 2)
         ends = end_offsets(settings)
-        wait_for(lambda: caught_up(settings, ends), 60, "the archive to catch up with the steady phase", 0.2)
+        wait_for(lambda: alive(pid, settings) or caught_up(settings, ends), 60,
+                 "the archive to catch up with the steady phase", 0.2)
         assert process.stop(NAME, settings, timeout_s=20)
-        yield Run(settings, sent, temps, steady_since, catch_up_s)
+        yield Run(settings, sent, temps, files_found_at_starts(settings), steady_since, catch_up_s)
     finally:
         process.stop(NAME, settings, timeout_s=10)
         stack.down(settings)
@@ -193,8 +217,10 @@ def test_archive_holds_every_valid_record_once_after_sigkills(archived: Run, kin
     missing = len(valid - set(keys))
     print(f"FIGURES archive {kind}: produced {len(valid)} valid + {len(malformed)} malformed; archived rows "
           f"{len(keys)}, duplicates {duplicates}, missing {missing}, skipped {len(skipped)}; files {len(files)}; "
-          f"{KILLS} SIGKILLs, temp files left by them {archived.temp_files_at_kills}; "
+          f"{KILLS} SIGKILLs, temp files left by them {archived.temp_files_at_kills}, clicks files found by each "
+          f"start {archived.files_at_starts}; "
           f"catch-up after the last restart {archived.catch_up_s:.1f}s")
+    assert len(archived.files_at_starts) == KILLS + 1 and all(archived.files_at_starts[1:])  # restarts resumed
     assert duplicates == 0
     assert set(keys) == valid  # none missing, nothing else
     assert len(frame) == len(valid)
