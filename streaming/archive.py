@@ -24,10 +24,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -62,11 +63,13 @@ class Consumed:
     offset: int
     kafka_ts_s: float | None
     row: dict | None
-    event_ts_s: float | None = None
+    event_ts_s: float = 0.0  # event time, unix seconds (valid records only)
 
 
 def click_row(value: bytes | None, kafka_ts_s: float | None, settings: Settings) -> tuple[dict, float]:
     """The archive row of a click record and its event time; InvalidEvent when the worker would dead-letter it."""
+    if value is None:
+        raise InvalidEvent("empty message")
     event = parse_event(value, max_bytes=settings.max_event_bytes, max_future_skew_s=settings.max_future_skew_s,
                         now=kafka_ts_s)
     return ({s.SESSION_KEY: event.session_id, s.ITEM_KEY: event.item_id, "ts": event.ts, "user_id": event.user_id,
@@ -84,7 +87,9 @@ def impression_row(value: bytes | None, kafka_ts_s: float | None, settings: Sett
              "shadow": imp.shadow, "experiment": imp.experiment}, imp.ts)
 
 
-_PARSERS = {layout.CLICKS: (click_row, InvalidEvent), layout.IMPRESSIONS: (impression_row, InvalidImpression)}
+_Parser = Callable[[bytes | None, float | None, Settings], tuple[dict, float]]
+_PARSERS: dict[str, tuple[_Parser, type[Exception]]] = {
+    layout.CLICKS: (click_row, InvalidEvent), layout.IMPRESSIONS: (impression_row, InvalidImpression)}
 
 
 def consume(kind: str, offset: int, value: bytes | None, kafka_ts_ms: int | None, settings: Settings) -> Consumed:
@@ -187,7 +192,7 @@ class ArchiveWriter:
         return path
 
     def _table(self, partition: int, rows: list[Consumed]) -> pa.Table:
-        columns: dict[str, list] = {name: [r.row[name] for r in rows] for name in self.schema.names
+        columns: dict[str, list] = {name: [r.row[name] for r in rows if r.row is not None] for name in self.schema.names
                                     if name not in (layout.KAFKA_PARTITION, layout.KAFKA_OFFSET,
                                                     layout.KAFKA_TIMESTAMP, s.EVENT_TIMESTAMP)}
         columns[layout.KAFKA_PARTITION] = [partition] * len(rows)
@@ -234,7 +239,7 @@ class Archiver:
         self.writers = {kind: ArchiveWriter(kind, settings.archive_path) for kind in layout.KINDS}
         self.buffers: dict[tuple[str, int], _Buffer] = {}
         self.stopping = False
-        self.consumer = None
+        self.consumer: Any = None  # kafka.KafkaConsumer, made in run()
 
     def _consumer(self):  # -> kafka.KafkaConsumer
         from kafka import KafkaConsumer
