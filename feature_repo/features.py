@@ -2,7 +2,9 @@
 
 Batch sources are parquet files written by `streamrec train` under `$STREAMREC_DATA_DIR/batch`
 (absolute paths: the duckdb offline store needs them). Streaming views are fed through push
-sources by the Faust worker.
+sources by the Faust worker. The stream archive (`streamrec archive`, under
+`$STREAMREC_ARCHIVE_DIR`, default `$STREAMREC_DATA_DIR/archive`) is registered as two glob file
+sources over its hive folders, and archived clicks as an offline-only view for point-in-time joins.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
-from feast.types import Array, Float32, Int64
+from feast.data_format import ParquetFormat
+from feast.types import Array, Float32, Int64, String
 
+from streamrec import archive
 from streamrec import feature_schema as s
 from streamrec.settings import Settings
 
 BATCH_DIR = Settings().batch_dir  # the same STREAMREC_DATA_DIR the trainer writes under
+ARCHIVE_DIR = Settings().archive_path  # where `streamrec archive` writes
 
 
 def _parquet(name: str) -> FileSource:
@@ -65,4 +70,34 @@ item_trending_push = PushSource(name=s.ITEM_PUSH_SOURCE, batch_source=_parquet(s
 item_trending = _view(
     s.ITEM_TRENDING_VIEW, item_trending_push,
     "Streaming per-item click counts over event-time windows ending at window_end_ts.",
+)
+
+
+# --- the stream archive ---------------------------------------------------------------------------
+# duckdb reads the glob (date=*/hour=*/*.parquet; the .tmp files of a write in progress never match).
+# Queries need at least one archived file: an empty archive is an error in duckdb, not an empty result.
+archived_clicks_source = FileSource(
+    name=s.ARCHIVED_CLICKS_SOURCE,
+    path=archive.glob_pattern(ARCHIVE_DIR, archive.CLICKS),
+    file_format=ParquetFormat(),
+    timestamp_field=s.EVENT_TIMESTAMP,
+    field_mapping={s.ITEM_KEY: s.CLICKED_ITEM},
+    description="Every valid click of the clicks topic, once, by event time (streamrec archive).",
+)
+archived_impressions_source = FileSource(
+    name=s.ARCHIVED_IMPRESSIONS_SOURCE,
+    path=archive.glob_pattern(ARCHIVE_DIR, archive.IMPRESSIONS),
+    file_format=ParquetFormat(),
+    timestamp_field=s.EVENT_TIMESTAMP,
+    description="Every valid record of the impressions topic (the inference log), once, by event time.",
+)
+archived_clicks = FeatureView(
+    name=s.ARCHIVED_CLICKS_VIEW,
+    entities=[session],
+    ttl=timedelta(seconds=s.DAY_S),
+    schema=[Field(name=s.SESSION_KEY, dtype=String), Field(name=s.CLICKED_ITEM, dtype=Int64),
+            Field(name=s.EVENT_TYPE, dtype=String)],
+    source=archived_clicks_source,
+    online=False,  # training data only: never materialized to Redis
+    description="A session's latest archived click (item, kind) as of a time: point-in-time joins over the archive.",
 )

@@ -38,6 +38,14 @@ TRENDING_BUCKET_MS = 60_000  # the worker counts clicks per item in one-minute e
 CLICKS_5M_WINDOW_MS = 5 * 60_000
 CLICKS_1H_WINDOW_MS = 60 * 60_000
 
+# the stream archive (streamrec.archive): archived clicks as an offline-only view, for point-in-time joins
+ARCHIVED_CLICKS_VIEW = "archived_clicks"
+ARCHIVED_CLICKS_SOURCE = "archived_clicks_source"
+ARCHIVED_IMPRESSIONS_SOURCE = "archived_impressions_source"
+CLICKED_ITEM = "clicked_item"  # the archive's item_id column, renamed: the view is keyed by session
+EVENT_TYPE = "event_type"
+ARCHIVED_CLICKS_FEATURES = (CLICKED_ITEM, EVENT_TYPE)
+
 SESSION_FEATURES = (RECENT_ITEMS, CLICK_COUNT, LAST_EVENT_TS)
 ITEM_TRENDING_FEATURES = (CLICKS_5M, CLICKS_1H, WINDOW_END_TS)
 TRENDING_COUNTS = (CLICKS_5M, CLICKS_1H)  # the streaming features the ranker reads, by these names

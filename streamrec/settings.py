@@ -74,6 +74,19 @@ class Settings(BaseSettings):
         1800, ge=4, description="A session without a click for this long is over: the worker drops its state "
         "(memory stays bounded); its features stay in Redis until session_ttl_s, a later click starts afresh.")
 
+    # --- stream archive -------------------------------------------------------------------
+    archive_dir: Path | None = Field(
+        None, description="Where `streamrec archive` writes the clicks and impressions topics as hive-partitioned "
+        "parquet (the offline store's training data); unset = data_dir/archive.")
+    archive_flush_rows: int = Field(
+        5000, ge=1, description="Records of one partition the archiver buffers before it writes them as one file.")
+    archive_flush_s: float = Field(
+        2.0, gt=0, le=3600, description="Max age of a partition's buffered records before the archiver writes "
+        "them: how long an event takes to reach the offline store, at most (plus the write).")
+    archive_metrics_port: int = Field(
+        0, ge=0, description="Port of the archiver's Prometheus /metrics (127.0.0.1, compose: 0.0.0.0 via "
+        "worker_web_host); 0 = no metrics server.")
+
     # --- serving --------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address `streamrec serve` binds.")
     api_port: int = Field(8000, description="Port of `streamrec serve`.")
@@ -146,6 +159,11 @@ class Settings(BaseSettings):
     def _absolute(cls, path: Path) -> Path:
         return Path(path).expanduser().resolve()
 
+    @field_validator("archive_dir")
+    @classmethod
+    def _absolute_or_unset(cls, path: Path | None) -> Path | None:
+        return None if path is None else Path(path).expanduser().resolve()
+
     # --- derived --------------------------------------------------------------------------
     @cached_property
     def redis_address(self) -> str:
@@ -173,6 +191,11 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
+    def archive_path(self) -> Path:
+        """archive_dir, or data_dir/archive (derived, so a copy with another data_dir follows)."""
+        return self.archive_dir or self.data_dir / "archive"
+
+    @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
 
@@ -193,10 +216,13 @@ class Settings(BaseSettings):
 
     def feast_env(self) -> dict[str, str]:
         """Environment `feast -c feature_repo ...` needs (feature_store.yaml reads these)."""
-        return {
+        env = {
             "STREAMREC_FEAST_REDIS": self.redis_address,
             "STREAMREC_DATA_DIR": str(self.data_dir),
         }
+        if self.archive_dir is not None:  # features.py points the archive's sources here
+            env["STREAMREC_ARCHIVE_DIR"] = str(self.archive_dir)
+        return env
 
 
 @lru_cache(maxsize=1)

@@ -36,10 +36,10 @@ def _depends(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_services_present(services: dict[str, Any]) -> None:
-    assert {"kafka", "redis", "init", "worker", "api"} <= set(services)
+    assert {"kafka", "redis", "init", "worker", "archiver", "api"} <= set(services)
     assert services["kafka"]["image"] == "apache/kafka:4.1.1"
     assert services["redis"]["image"] == "redis:7-alpine"
-    for name in ("init", "worker", "api"):
+    for name in ("init", "worker", "archiver", "api"):
         assert services[name].get("build") in (".", {"context": "."}), name
 
 
@@ -51,7 +51,7 @@ def test_kafka_is_single_node_kraft(services: dict[str, Any]) -> None:
 
 
 def test_kafka_and_redis_publish_no_ports(services: dict[str, Any]) -> None:
-    for name in ("kafka", "redis", "init", "worker"):
+    for name in ("kafka", "redis", "init", "worker", "archiver"):
         assert "ports" not in services[name], f"{name} must not be reachable from the host"
 
 
@@ -61,7 +61,7 @@ def test_api_port_bound_to_loopback(services: dict[str, Any]) -> None:
 
 
 def test_apps_point_at_compose_services(services: dict[str, Any]) -> None:
-    for name in ("init", "worker", "api"):
+    for name in ("init", "worker", "archiver", "api"):
         env = _env(services[name])
         assert env["STREAMREC_KAFKA_BOOTSTRAP"] == "kafka:9092", name
         assert env["STREAMREC_REDIS_URL"] == "redis://redis:6379/0", name
@@ -75,6 +75,7 @@ def test_commands(services: dict[str, Any]) -> None:
     assert "streamrec train --no-apply && streamrec feast apply && streamrec feast materialize" in text(services["init"]["command"])
     assert text(services["worker"]["command"]) == "streamrec stream"
     assert text(services["api"]["command"]) == "streamrec serve"
+    assert text(services["archiver"]["command"]) == "streamrec archive"
 
 
 def test_start_order(services: dict[str, Any]) -> None:
@@ -84,10 +85,13 @@ def test_start_order(services: dict[str, Any]) -> None:
         deps = _depends(services[name])
         assert deps["init"] == "service_completed_successfully", name
         assert deps["kafka"] == deps["redis"] == "service_healthy", name
+    archiver = _depends(services["archiver"])
+    assert archiver == {"kafka": "service_healthy", "init": "service_completed_successfully"}
+    assert _env(services["archiver"])["STREAMREC_DATA_DIR"] == "/data"  # the volume Feast's registry points at
 
 
 def test_healthchecks(services: dict[str, Any]) -> None:
-    for name in ("kafka", "redis", "worker", "api"):
+    for name in ("kafka", "redis", "worker", "archiver", "api"):
         assert services[name]["healthcheck"]["test"], name
 
 
