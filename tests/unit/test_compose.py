@@ -36,10 +36,10 @@ def _depends(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_services_present(services: dict[str, Any]) -> None:
-    assert {"kafka", "redis", "init", "worker", "archiver", "api"} <= set(services)
+    assert {"kafka", "redis", "init", "worker", "archiver", "learner", "api"} <= set(services)
     assert services["kafka"]["image"] == "apache/kafka:4.1.1"
     assert services["redis"]["image"] == "redis:7-alpine"
-    for name in ("init", "worker", "archiver", "api"):
+    for name in ("init", "worker", "archiver", "learner", "api"):
         assert services[name].get("build") in (".", {"context": "."}), name
 
 
@@ -51,7 +51,7 @@ def test_kafka_is_single_node_kraft(services: dict[str, Any]) -> None:
 
 
 def test_kafka_and_redis_publish_no_ports(services: dict[str, Any]) -> None:
-    for name in ("kafka", "redis", "init", "worker", "archiver"):
+    for name in ("kafka", "redis", "init", "worker", "archiver", "learner"):
         assert "ports" not in services[name], f"{name} must not be reachable from the host"
 
 
@@ -76,6 +76,7 @@ def test_commands(services: dict[str, Any]) -> None:
     assert text(services["worker"]["command"]) == "streamrec stream"
     assert text(services["api"]["command"]) == "streamrec serve"
     assert text(services["archiver"]["command"]) == "streamrec archive"
+    assert text(services["learner"]["command"]) == "streamrec learn"
 
 
 def test_start_order(services: dict[str, Any]) -> None:
@@ -88,10 +89,14 @@ def test_start_order(services: dict[str, Any]) -> None:
     archiver = _depends(services["archiver"])
     assert archiver == {"kafka": "service_healthy", "init": "service_completed_successfully"}
     assert _env(services["archiver"])["STREAMREC_DATA_DIR"] == "/data"  # the volume Feast's registry points at
+    learner = _depends(services["learner"])  # reads the archive, writes versions the API hot-swaps
+    assert learner == {"archiver": "service_healthy", "redis": "service_healthy",
+                       "init": "service_completed_successfully"}
+    assert _env(services["learner"])["STREAMREC_DATA_DIR"] == "/data"
 
 
 def test_healthchecks(services: dict[str, Any]) -> None:
-    for name in ("kafka", "redis", "worker", "archiver", "api"):
+    for name in ("kafka", "redis", "worker", "archiver", "learner", "api"):
         assert services[name]["healthcheck"]["test"], name
 
 

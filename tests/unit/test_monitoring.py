@@ -147,7 +147,7 @@ def test_prometheus_config_passes_promtool(prometheus_config: dict[str, Any], tm
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_prometheus_scrapes_the_api_the_worker_and_the_archiver_every_5s(prometheus_config: dict[str, Any],
+def test_prometheus_scrapes_the_api_the_worker_the_archiver_and_the_learner_every_5s(prometheus_config: dict[str, Any],
                                                                         services: dict[str, Any]) -> None:
     assert prometheus_config["global"]["scrape_interval"] == "5s"
     targets = {job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
@@ -156,8 +156,10 @@ def test_prometheus_scrapes_the_api_the_worker_and_the_archiver_every_5s(prometh
     api_port = defaults["api_port"].default
     worker_port = defaults["worker_web_port"].default
     archiver_port = int(services["archiver"]["environment"]["STREAMREC_ARCHIVE_METRICS_PORT"])
+    learner_port = int(services["learner"]["environment"]["STREAMREC_LEARN_METRICS_PORT"])
     assert targets == {"streamrec-api": [f"api:{api_port}"], "streamrec-worker": [f"worker:{worker_port}"],
-                       "streamrec-archiver": [f"archiver:{archiver_port}"]}
+                       "streamrec-archiver": [f"archiver:{archiver_port}"],
+                       "streamrec-learner": [f"learner:{learner_port}"]}
     for target in (t for ts in targets.values() for t in ts):
         assert target.split(":")[0] in services, f"{target}: no such compose service"
     # The API listens on api_port inside its container (the published port maps onto it).
