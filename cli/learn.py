@@ -48,7 +48,7 @@ def learn(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.update(now=True))
     deadline = time.monotonic() + max_seconds if max_seconds else None
-    console.print(f"learn: checking {settings.archive_dir} every {settings.learn_check_s:g}s "
+    console.print(f"learn: checking {settings.archive_path} every {settings.learn_check_s:g}s "
                   f"(models in {settings.models_dir})")
     learner.run(max_checks=1 if once else None,
                 stop=lambda: stopping["now"] or (deadline is not None and time.monotonic() > deadline))

@@ -40,6 +40,9 @@ from training.embeddings import normalise
 from training.generators import N_POPULAR
 
 
+MIN_RANKER_CASES = 200  # fewer labelled cases than this: the champion's ranker is kept as it is
+
+
 @dataclass(frozen=True)
 class WarmStart:
     """The stateful path's knobs (defaults: see the module docstring for what each keeps)."""
@@ -240,6 +243,10 @@ def continue_ranker(champion: ModelBundle, window: Interactions, bundle: ModelBu
         valid = build_examples(generators, valid_part, config.ranker_valid_cases, decay, max_session_items, 1)
     except ValueError as error:  # no case has its label among the champion's candidates
         report["kept"] = str(error)
+        return report
+    if len(train.groups) < MIN_RANKER_CASES or len(valid.groups) < MIN_RANKER_CASES // 2:
+        report["kept"] = (f"{len(train.groups)} train / {len(valid.groups)} valid cases with the label among the "
+                          f"candidates: too few to continue the ranker on")
         return report
 
     class Champion:  # the same interface as training.ranker.FittedRanker
