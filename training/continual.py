@@ -215,6 +215,18 @@ def warm_start(champion: ModelBundle, window: Interactions, *, version: str, pat
     return bundle
 
 
+def streaming_features(bundle: ModelBundle, clicks: Interactions):
+    """The streaming features of examples cut from `clicks` — what the stream showed at each case's
+    time, from these clicks in memory — when `bundle`'s ranker reads them and the clicks have real
+    time; else None (the columns stay 0, as for a ranker trained without them)."""
+    from candidates.features import STREAMING_FEATURES
+    from training.historical_features import TrendingHistory, history_features
+
+    if bundle.ranker is None or clicks.synthetic_clock or not set(STREAMING_FEATURES) & set(bundle.ranker.features):
+        return None
+    return history_features(TrendingHistory.from_clicks(clicks))
+
+
 def continue_ranker(champion: ModelBundle, window: Interactions, bundle: ModelBundle, config: WarmStart, *,
                     decay: float, ann_k: int, max_session_items: int,
                     log: Callable[[str], None]) -> dict[str, Any]:
@@ -222,7 +234,7 @@ def continue_ranker(champion: ModelBundle, window: Interactions, bundle: ModelBu
     Examples come from the champion's generators (fitted before the window: leakage-free); early
     stopping on the window's newest sessions. Without a champion ranker, or with a window too small
     to cut examples from, the champion's ranker is kept as it is."""
-    from training.ranker import build_examples, fit_lambdarank, ranking_quality
+    from training.ranker import add_streaming, build_examples, fit_lambdarank, ranking_quality
 
     if champion.ranker is None:
         return {"kept": "champion has no ranker"}
@@ -253,6 +265,10 @@ def continue_ranker(champion: ModelBundle, window: Interactions, bundle: ModelBu
         def predict(self, features: np.ndarray) -> np.ndarray:
             return champion.ranker.booster.predict(features[:, columns])
 
+    streaming = streaming_features(champion, window)
+    add_streaming(train, streaming)
+    add_streaming(valid, streaming)
+    report["streaming_features"] = streaming is not None
     before = ranking_quality(Champion().predict(valid.features), valid)
     fitted = fit_lambdarank(train, valid, columns, 0, threads=config.ranker_threads, log=log,
                             name="ranker (continued)", init_model=champion.ranker.booster,

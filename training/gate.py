@@ -46,10 +46,14 @@ class GateDecision:
 
 
 def version_quality(bundle: ModelBundle, data: Interactions, *, max_cases: int = 5000, decay: float = 0.7,
-                    ann_k: int = 100, max_session_items: int = 50, seed: int = 0) -> dict[str, float]:
+                    ann_k: int = 100, max_session_items: int = 50, seed: int = 0,
+                    history: Interactions | None = None) -> dict[str, float]:
     """HR/MRR/NDCG@20 (percent) of `bundle` on the next-item cases of `data` (sampled to
-    `max_cases`, the same cases for every bundle given the same seed), and their count."""
-    from training.ranker import Examples, build_examples, ranking_quality
+    `max_cases`, the same cases for every bundle given the same seed), and their count.
+    `history`: the clicks the streaming features are counted from (default `data`), when the
+    ranker reads them and the clicks have real time."""
+    from training.continual import streaming_features
+    from training.ranker import Examples, add_streaming, build_examples, ranking_quality
 
     try:
         examples = build_examples(bundle.generators(ann_k), data, max_cases, decay, max_session_items, seed)
@@ -59,6 +63,8 @@ def version_quality(bundle: ModelBundle, data: Interactions, *, max_cases: int =
         cases = len(next_item_rows(data, max_cases, seed)[0])
         examples = Examples(np.zeros((0, len(FEATURE_NAMES)), np.float32), np.zeros(0, np.int32),
                             np.zeros(0, np.int64), cases, np.zeros(0, np.int64), np.zeros(0))
+    add_streaming(examples, streaming_features(bundle, history if history is not None else data)
+                  if len(examples.labels) else None)
     if bundle.ranker is not None:
         columns = [FEATURE_NAMES.index(name) for name in bundle.ranker.features]
         scores = bundle.ranker.booster.predict(examples.features[:, columns]) if len(examples.labels) else np.zeros(0)

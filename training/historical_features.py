@@ -150,6 +150,23 @@ def feast_streaming_features(settings, data: Interactions):
     return read
 
 
+def history_features(history: "TrendingHistory"):
+    """A `training.ranker.StreamingFeatureFn` over an in-memory click history: the warm path's
+    streaming features (its windows are minutes of clicks, not worth a Feast backfill)."""
+
+    def read(item_ids: np.ndarray, times_s: np.ndarray) -> dict[str, np.ndarray]:
+        item_ids, times_ms = np.asarray(item_ids, dtype=np.int64), click_ms(np.asarray(times_s))
+        five = np.zeros(len(item_ids), np.float32)
+        hour = np.zeros(len(item_ids), np.float32)
+        order = np.argsort(times_ms, kind="stable")
+        times, starts = np.unique(times_ms[order], return_index=True)
+        for at, rows in zip(times, np.split(order, starts[1:])):  # one case's candidates share its time
+            five[rows], hour[rows] = history.counts(item_ids[rows], float(at))
+        return {s.CLICKS_5M: five, s.CLICKS_1H: hour}
+
+    return read
+
+
 class TrendingHistory:
     """Point-in-time trending counts from a click log, in memory: what the stream showed at time T.
 

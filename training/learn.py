@@ -205,7 +205,7 @@ class Learner:
                                log=self.log)
         decision = gate(candidate, champion, holdout, margin=s.learn_gate_margin, decay=s.recency_decay,
                         ann_k=s.candidates_k, max_session_items=s.max_session_items,
-                        max_cases=s.learn_gate_cases)
+                        max_cases=s.learn_gate_cases, history=window)
         check.version, check.kind, check.gate = version, "light" if light else "warm", decision.to_dict()
         candidate.artifacts.meta["continual"]["kind"] = check.kind
         candidate.artifacts.meta["gate"] = {**decision.to_dict(), "triggers": check.triggers}

@@ -166,3 +166,25 @@ def test_the_learner_triggers_gates_promotes_and_moves_its_cursor(champion, tmp_
     assert len(read(learner.state.trained_through)) == len(holdout)
     learner2 = Learner(settings, read, config=FAST, log=lambda _: None)  # a restart keeps the cursor
     assert learner2.state.trained_through == pytest.approx(cut)
+
+
+def test_history_features_are_the_trending_counts_at_each_rows_own_time() -> None:
+    from training.historical_features import TrendingHistory, history_features
+
+    clicks = generate_sessions(n_sessions=400, n_items=60, n_topics=4, seed=3)
+    history = TrendingHistory.from_clicks(clicks)
+    rng = np.random.default_rng(0)
+    items = rng.choice(np.unique(clicks.item_ids), 300)
+    times = rng.choice(clicks.timestamps, 300)
+    got = history_features(history)(items, times)
+    for i in range(0, 300, 7):
+        five, hour = history.counts(items[i:i + 1], float(int(times[i] * 1000)))
+        assert got["clicks_5m"][i] == five[0] and got["clicks_1h"][i] == hour[0]
+    assert got["clicks_1h"].sum() > 0
+
+
+def test_streaming_features_only_for_rankers_that_read_them_on_real_time(champion) -> None:
+    from training.continual import streaming_features
+
+    _, bundle, later = champion
+    assert streaming_features(bundle, later) is None  # this champion was trained without them
