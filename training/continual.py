@@ -58,7 +58,7 @@ class WarmStart:
     ranker_train_cases: int = 6000
     ranker_valid_cases: int = 3000
     ranker_rounds: int = 150
-    ranker_threads: int = 2
+    ranker_threads: int = 1  # the learner runs beside the API and the worker: OpenMP on every core crawls when one is busy
     target_recall: float = 0.95
     index_k: int = 100
 
