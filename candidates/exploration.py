@@ -39,7 +39,7 @@ class Exploration:
 def request_rng(request_id: str) -> np.random.Generator:
     """The request's own generator: the same id draws the same slot (replays, tests)."""
     seed = int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "little")
-    return np.random.default_rng(seed)
+    return np.random.Generator(np.random.SFC64(seed))  # half the set-up time of default_rng's PCG64
 
 
 def uncertainty(exposure: np.ndarray) -> np.ndarray:

@@ -244,9 +244,12 @@ class Recommender:
         An item's exposure is what the process knows of it at ranking time: its clicks in the
         model's training data plus its last-hour clicks from the stream (0 when not read)."""
         shown = [item for item, _ in result.items]
-        left_out = ~np.isin(candidates.item_ids, np.fromiter((*shown, *exclude), dtype=np.int64))
+        blocked = exclude.union(shown)  # a set, not np.isin: a sort per request cost 0.1 ms
+        left_out = np.fromiter((item not in blocked for item in candidates.item_ids.tolist()), dtype=bool,
+                               count=len(candidates.item_ids))
         pool = candidates.item_ids[left_out]
-        exposure = (self.model.item_popularity[self.generators.rows(pool)].astype(np.float64)
+        # the popularity feature is log1p(training clicks): its inverse is the count, without a row lookup
+        exposure = (np.expm1(candidates.features["popularity"][left_out].astype(np.float64))
                     + candidates.features[s.CLICKS_1H][left_out])
         explored = explore_slot(shown, pool, exposure, self.explore_strength, request_rng(request_id))
         result.propensities = explored.propensities
