@@ -138,11 +138,15 @@ def evaluate(
         "--exclude-seen/--keep-seen",
         help="Leave out / keep the prefix's items; default: what the API does by default (both are reported).")] = None,
     retrain: Annotated[bool, typer.Option(help="Train from scratch first (else reuse the last evaluation model).")] = True,
+    explore_strength: Annotated[Optional[float], typer.Option(
+        min=0, max=1, help="Exploration slot's probability (default: STREAMREC_EXPLORE_STRENGTH); when not 0 the "
+        "model also runs without it on the same cases, and the report's `exploration` compares them.")] = None,
 ) -> None:
     """Train on the training data, then HR/MRR/NDCG@20 over every test case, against baselines, with plots."""
     from evaluation.evaluate import evaluate as run_evaluation
 
-    report = run_evaluation(_settings(), dataset, limit=limit, exclude_seen=exclude_seen, train_model=retrain)
+    report = run_evaluation(_settings(), dataset, limit=limit, exclude_seen=exclude_seen, train_model=retrain,
+                            explore_strength=explore_strength)
     if as_json:
         report.pop("curves", None)
         print(json.dumps(report))

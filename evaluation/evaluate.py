@@ -3,7 +3,10 @@
 For every test case (session prefix → next item) each model recommends 20 items; the served
 model is the very `Recommender` object that `POST /recommend` uses (same candidates, features
 and scorer), fed with the prefix as the session's items and no streaming state. Baselines run on
-the same rows: popularity, item-kNN on the last item, session-kNN.
+the same rows: popularity, item-kNN on the last item, session-kNN. With an exploration strength
+(`--explore-strength`, default the setting) the served model runs with its exploration slot and once
+more without, on the same cases: the report's `exploration` says what the slot costs in HR/MRR@20 and
+what it adds to coverage and to the long tail's share of what is shown.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from training.popularity import most_popular
 
 K = 20
 OTHER_EXCLUDE_SEEN = "with_other_exclude_seen"  # the served model with the other `exclude_seen`
+WITHOUT_EXPLORATION = "streamrec_without_exploration"  # the served model with explore_strength 0
+HEAD_SHARE = 0.2  # the most clicked 20% of the catalogue is its head; the rest is the long tail
 console = Console(stderr=True)
 
 
@@ -131,12 +136,16 @@ class ModelResult:
     recommended: list[np.ndarray] = field(default_factory=list)
     seconds: float = 0.0
 
-    def summary(self, popular_items: np.ndarray, n_items: int) -> dict[str, float]:
+    def summary(self, popular_items: np.ndarray, n_items: int, head_items: np.ndarray | None = None) -> dict[str, float]:
+        """`popular_items`: the top 1% (popular_share); `head_items`: the catalogue's head, outside
+        which a shown item counts in `long_tail_share`."""
         shown = np.concatenate(self.recommended) if self.recommended else np.zeros(0, dtype=np.int64)
+        head = popular_items if head_items is None else head_items
         return {
             **quality.report(self.ranks, K),
             "coverage": round(float(len(np.unique(shown)) / max(n_items, 1)), 4),
             "popular_share": round(float(np.isin(shown, popular_items).mean()) if len(shown) else 0.0, 4),
+            "long_tail_share": round(float((~np.isin(shown, head)).mean()) if len(shown) else 0.0, 4),
             "ms_per_case": round(1000 * self.seconds / max(len(self.ranks), 1), 3),
         }
 
@@ -167,13 +176,20 @@ def served_recommend(recommender, exclude_seen: bool) -> Callable[[list[int], fl
     session's items, no session state, and (with real time) the case's time for the trending
     features, which the recommender then reads as the stream showed them at that moment."""
     loop = asyncio.new_event_loop()
+    calls = iter(range(1 << 62))
 
     def recommend(prefix: list[int], at_ms: float | None = None) -> np.ndarray:
+        # the n-th case's request id seeds its exploration slot: runs over the same cases draw alike
         result = loop.run_until_complete(recommender.recommend(
-            "evaluation", K, prefix, exclude_seen=exclude_seen, use_stream=False, at_ms=at_ms))
+            "evaluation", K, prefix, exclude_seen=exclude_seen, use_stream=False, at_ms=at_ms,
+            request_id=f"evaluation-{next(calls)}"))
+        recommend.explored += result.explored_position is not None  # type: ignore[attr-defined]
+        recommend.explore_ms += result.timings_ms.get("exploration", 0.0)  # type: ignore[attr-defined]
         return np.fromiter((item for item, _ in result.items), dtype=np.int64, count=len(result.items))
 
     recommend.takes_time = True  # type: ignore[attr-defined]
+    recommend.explored = 0  # type: ignore[attr-defined]
+    recommend.explore_ms = 0.0  # type: ignore[attr-defined]
     return recommend
 
 
@@ -236,13 +252,35 @@ def plot(results: list[ModelResult], cases: TestCases, out_dir: Path) -> list[Pa
     return paths
 
 
+def exploration_report(summaries: dict[str, dict], strength: float, explored_share: float,
+                       ms_per_case: float = 0.0) -> dict:
+    """What the exploration slot costs (HR/MRR@20 points lost) and adds (coverage, long-tail share),
+    against the same model without it on the same cases; all zero when it is off."""
+    with_ = summaries["streamrec"]
+    without = summaries.get(WITHOUT_EXPLORATION, with_)
+    return {
+        "strength": strength,
+        "explored_share": round(explored_share, 4),  # answers whose last place the slot took
+        "ms_per_case": round(ms_per_case, 4),  # the recommender's `exploration` step, mean over the cases
+        "hr_cost": round(without[f"HR@{K}"] - with_[f"HR@{K}"], 2),
+        "mrr_cost": round(without[f"MRR@{K}"] - with_[f"MRR@{K}"], 2),
+        "coverage_gain": round(with_["coverage"] - without["coverage"], 4),
+        "coverage": {"with": with_["coverage"], "without": without["coverage"]},
+        "long_tail_share": {"with": with_["long_tail_share"], "without": without["long_tail_share"]},
+    }
+
+
 def render(report: dict) -> Table:
     table = Table(title=f"next-item quality on {report['cases']:,} cases ({report['dataset']})")
-    keys = [f"HR@{K}", f"MRR@{K}", f"NDCG@{K}", "coverage", "popular_share", "ms_per_case"]
+    keys = [f"HR@{K}", f"MRR@{K}", f"NDCG@{K}", "coverage", "popular_share", "long_tail_share", "ms_per_case"]
     table.add_column("model")
     for key in keys:
         table.add_column(key, justify="right")
-    table.add_row(f"streamrec (exclude_seen={report['exclude_seen']})", *[str(report[k]) for k in keys], style="bold")
+    explore = report["exploration"]["strength"]
+    table.add_row(f"streamrec (exclude_seen={report['exclude_seen']}, explore={explore})",
+                  *[str(report[k]) for k in keys], style="bold")
+    if WITHOUT_EXPLORATION in report:
+        table.add_row("  without exploration", *[str(report[WITHOUT_EXPLORATION][k]) for k in keys])
     other = report[OTHER_EXCLUDE_SEEN]
     table.add_row(f"  with exclude_seen={other['exclude_seen']}", *[str(other[k]) for k in keys])
     if "ablation" in report:
@@ -253,11 +291,13 @@ def render(report: dict) -> Table:
 
 
 def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen: bool | None = None,
-             train_model: bool = True, out_dir: Path | None = None) -> dict:
+             train_model: bool = True, out_dir: Path | None = None, explore_strength: float | None = None) -> dict:
     """Train on the dataset's training data (in an evaluation data dir), evaluate every test case.
 
     The served model runs with the API's default `exclude_seen` unless told otherwise (what a
-    caller who trusts the defaults gets), and once more with the other setting; both are reported."""
+    caller who trusts the defaults gets), and once more with the other setting; both are reported.
+    It explores as the API does (`explore_strength`, default the setting's) and, when that is not
+    0, runs once more without exploring: the report's `exploration` compares the two."""
     from candidates.bundle import ModelBundle
     from serving.recommender import Recommender
     from serving.schemas import EXCLUDE_SEEN_DEFAULT
@@ -266,7 +306,11 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
     from training.pipeline import train
 
     dataset = Path(dataset)
-    eval_settings = settings.model_copy(update={"data_dir": settings.data_dir / "evaluation" / dataset.name})
+    strength = settings.explore_strength if explore_strength is None else explore_strength
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"explore strength {strength} is not in [0, 1]")
+    eval_settings = settings.model_copy(update={"data_dir": settings.data_dir / "evaluation" / dataset.name,
+                                                "explore_strength": strength})
     train_data = load_dataset(dataset, split="train")
     if train_model:
         # the twin for the streaming-features ablation, and the train/serve generator check
@@ -286,25 +330,30 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
         twin = ModelBundle.load(bundle.path, batch_only_ranker=True).ranker_batch_only
         served["streamrec_without_streaming"] = (Recommender(
             eval_settings, None, bundle, trending_history=history, scorer=Scorer(twin)), exclude_seen)
+    if strength > 0:
+        served[WITHOUT_EXPLORATION] = (Recommender(eval_settings.model_copy(update={"explore_strength": 0.0}), None,
+                                                   bundle, trending_history=history), exclude_seen)
 
     n_items = len(np.unique(train_data.item_ids))
     popular = most_popular(train_data, max(1, n_items // 100))  # the top 1%: "popular_share" of what is shown
+    head = most_popular(train_data, max(1, int(n_items * HEAD_SHARE)))
     progress = Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=console, transient=False)
     with progress:
-        results = [run_model(name, served_recommend(recommender, exclude), cases, progress)
-                   for name, (recommender, exclude) in served.items()]
+        callers = {name: served_recommend(recommender, exclude) for name, (recommender, exclude) in served.items()}
+        results = [run_model(name, recommend, cases, progress) for name, recommend in callers.items()]
         for baseline in (Popularity(train_data), ItemKNN(train_data), SessionKNNBaseline(train_data)):
             results.append(run_model(baseline.name, baseline.recommend, cases, progress))
         recall = candidate_recall(recommender.generators, cases, eval_settings.recency_decay,
                                   eval_settings.max_session_items, progress)
 
-    summaries = {r.name: r.summary(popular, n_items) for r in results}
+    summaries = {r.name: r.summary(popular, n_items, head) for r in results}
     out_dir = out_dir or eval_settings.data_dir / "report"
     plots = plot(results, cases, out_dir)
     report = {"dataset": str(dataset), "cases": int(len(cases.labels)), "model_version": model.version,
               "exclude_seen": exclude_seen, **summaries["streamrec"],
               OTHER_EXCLUDE_SEEN: {"exclude_seen": not exclude_seen, **summaries[OTHER_EXCLUDE_SEEN]},
+              **({WITHOUT_EXPLORATION: summaries[WITHOUT_EXPLORATION]} if WITHOUT_EXPLORATION in summaries else {}),
               "candidate_recall": recall,
               "ranker_valid": {key: bundle.ranker_report[key] for key in (
                   "valid", "valid_refitted_generators", "valid_best_single_feature", "valid_session_knn_only")
@@ -314,6 +363,8 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
               **({"ablation": {"with_streaming": summaries["streamrec"],
                                "without_streaming": summaries["streamrec_without_streaming"]}}
                  if "streamrec_without_streaming" in summaries else {}),
+              "exploration": exploration_report(summaries, strength, callers["streamrec"].explored / len(cases.labels),
+                                                callers["streamrec"].explore_ms / len(cases.labels)),
               "curves": {r.name: r.curves() for r in results}, "plots": [str(p) for p in plots]}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     console.print(render(report))

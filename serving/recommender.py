@@ -19,7 +19,8 @@ from typing import Protocol
 import numpy as np
 
 from candidates.bundle import ModelBundle
-from candidates.features import STREAMING_FEATURES, merge_session_items, session_embedding
+from candidates.exploration import explore_slot, request_rng
+from candidates.features import STREAMING_FEATURES, CandidateSet, merge_session_items, session_embedding
 from streamrec import feature_schema as s
 from serving.budget import Budget, CircuitBreaker, StepCost, StepTimings
 from serving.feature_cache import TTLCache
@@ -54,6 +55,10 @@ class Result:
     session_items: list[int]
     timings_ms: dict[str, float]
     degraded_reasons: list[str] = field(default_factory=list)
+    # Each shown item's probability under the exploration slot, aligned with `items`; empty: the
+    # list is deterministic given the session (every propensity 1: fallbacks, exploration off).
+    propensities: list[float] = field(default_factory=list)
+    explored_position: int | None = None  # the place the slot gave to an explored item, if any
 
 
 class Recommender:
@@ -80,6 +85,7 @@ class Recommender:
         # Kept for the fallback path and the event loop's own delays once a read gives up: 5 ms left
         # a request 2.3 ms over a 50 ms budget in CI's Redis-outage test (2 cores, worker busy).
         self.reserve_ms = min(10.0, settings.latency_budget_ms * 0.2)
+        self.explore_strength = settings.explore_strength
         # Whether the online store holds this version's item embeddings (serving.model_pool checks it
         # when it loads a version): the store has one version's, materialized by `streamrec train`; a
         # version beside it (an arm, or a champion promoted later) uses its own copy, never another's.
@@ -163,14 +169,17 @@ class Recommender:
         """One full request before serving, so the first user does not pay for lazy set-up."""
         popular = [int(i) for i in self.model.popular[:3]]
         for _ in range(3):
-            await self.recommend("__warm_up__", 10, popular, use_stream=True)
+            await self.recommend("__warm_up__", 10, popular, use_stream=True, request_id="__warm_up__")
 
     # --- the pipeline ----------------------------------------------------------------------------
     async def recommend(self, session_id: str, k: int, request_items: list[int], exclude_seen: bool = EXCLUDE_SEEN_DEFAULT,
-                        use_stream: bool = True, at_ms: float | None = None, overload: str | None = None) -> Result:
+                        use_stream: bool = True, at_ms: float | None = None, overload: str | None = None,
+                        request_id: str | None = None) -> Result:
         """`at_ms`: the request's time when replaying history (offline evaluation); None = now.
         `overload`: why the process is overloaded (its loop watch's signal): answer from the
-        in-memory fallbacks at once, shedding work instead of queueing it."""
+        in-memory fallbacks at once, shedding work instead of queueing it.
+        `request_id`: the answer's id, which seeds its exploration slot (`explore_strength`); None =
+        no exploration (a shadow list is never shown, so nothing is learned from exploring it)."""
         timings = StepTimings()
         if overload:
             items = merge_session_items([], request_items, self.settings.max_session_items)
@@ -215,13 +224,40 @@ class Recommender:
             candidates.features[s.CLICKS_5M], candidates.features[s.CLICKS_1H] = trending
         timings.lap("candidate_features")
 
-        ranked = top_k(candidates.item_ids, self.scorer.score(candidates), k, exclude)
+        scores = self.scorer.score(candidates)
+        ranked = top_k(candidates.item_ids, scores, k, exclude)
         if len(ranked) < k:  # tiny catalogues: top up from popular
             seen = exclude | {item for item, _ in ranked}
             ranked += [(item, 0.0) for item, _ in self.fallbacks.popular(k - len(ranked), exclude=seen)]
         timings.lap("scoring")
         stage = "stream" if stream_items else "batch"
-        return Result(ranked, stage, items, timings.total(), reasons)
+        result = Result(ranked, stage, items, [], reasons)
+        if self.explore_strength > 0 and request_id is not None and ranked:
+            self._explore(result, candidates, scores, exclude, request_id)
+            timings.lap("exploration")
+        result.timings_ms = timings.total()
+        return result
+
+    def _explore(self, result: Result, candidates: CandidateSet, scores: np.ndarray, exclude: set[int],
+                 request_id: str) -> None:
+        """The exploration slot (`candidates.exploration`) over the candidates the ranker left out.
+        An item's exposure is what the process knows of it at ranking time: its clicks in the
+        model's training data plus its last-hour clicks from the stream (0 when not read)."""
+        shown = [item for item, _ in result.items]
+        blocked = exclude.union(shown)  # a set, not np.isin: a sort per request cost 0.1 ms
+        left_out = np.fromiter((item not in blocked for item in candidates.item_ids.tolist()), dtype=bool,
+                               count=len(candidates.item_ids))
+        pool = candidates.item_ids[left_out]
+        # the popularity feature is log1p(training clicks): its inverse is the count, without a row lookup
+        exposure = (np.expm1(candidates.features["popularity"][left_out].astype(np.float64))
+                    + candidates.features[s.CLICKS_1H][left_out])
+        explored = explore_slot(shown, pool, exposure, self.explore_strength, request_rng(request_id))
+        result.propensities = explored.propensities
+        position = explored.explored_position
+        if position is not None:
+            item = explored.items[position]
+            result.items[position] = (item, float(scores[left_out][pool == item][0]))  # the ranker's score, shown as is
+            result.explored_position = position
 
     def _fallback(self, items: list[int], k: int, exclude: set[int], timings: StepTimings,
                   reasons: list[str]) -> Result:

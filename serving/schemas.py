@@ -43,6 +43,9 @@ class RecommendRequest(BaseModel):
 class ScoredItem(BaseModel):
     item_id: int
     score: float
+    explored: bool = Field(False, description="True for the item the exploration slot placed here instead of the "
+                           "ranker's (STREAMREC_EXPLORE_STRENGTH): a candidate the model knows little about, shown "
+                           "so that its clicks teach the model; its score is the ranker's.")
 
 
 class Recommendation(BaseModel):

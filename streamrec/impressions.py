@@ -4,7 +4,10 @@ with what probability the routing policy picked that version.
 The API writes one per answer to the `impressions` topic (keyed by session, like the clicks), plus
 one per shadow challenger's list (`shadow=True`: logged, never shown). The worker joins clicks to
 them (rewards, `streaming.attribution`), and `streamrec report online` evaluates any policy from
-them afterwards, which is why the propensity is logged with every record.
+them afterwards, which is why the propensity is logged with every record. When the exploration slot
+(`candidates.exploration`) may change a list, the record also carries each shown item's own
+propensity (`item_propensities`, aligned with `items`); a record without them (older ones, fallbacks,
+exploration off) showed a deterministic list: every item's propensity is 1.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ class Impression:
     scores: tuple[float, ...]
     shadow: bool = False  # a challenger's list, scored for the log only
     experiment: str = DEFAULT_EXPERIMENT  # the routing config in force: its arms' counters start at zero
+    item_propensities: tuple[float, ...] = ()  # per shown item, given the arm; () = all 1 (no exploration)
+
+    def shown_propensities(self) -> tuple[float, ...]:
+        """Each shown item's probability of being in this list, given the arm (1 when not logged)."""
+        return self.item_propensities or (1.0,) * len(self.items)
 
     def to_bytes(self) -> bytes:
         return json.dumps({
@@ -51,6 +59,7 @@ class Impression:
             "stage": self.stage, "degraded": self.degraded, "items": list(self.items),
             "scores": list(self.scores), "shadow": self.shadow,
             "experiment": self.experiment,
+            **({"item_propensities": list(self.item_propensities)} if self.item_propensities else {}),
         }, separators=(",", ":")).encode()
 
     @classmethod
@@ -72,6 +81,7 @@ class Impression:
                 degraded=bool(data.get("degraded", False)), items=tuple(_item(v) for v in data["items"]),
                 scores=tuple(float(v) for v in data.get("scores", ())), shadow=bool(data.get("shadow", False)),
                 experiment=_text(data, "experiment") if "experiment" in data else DEFAULT_EXPERIMENT,
+                item_propensities=tuple(_probability(v, "item propensity") for v in data.get("item_propensities", ())),
             )
         except KeyError as missing:
             raise InvalidImpression(f"missing field {missing}") from None
@@ -81,6 +91,9 @@ class Impression:
             raise InvalidImpression(f"unknown policy {impression.policy!r}")
         if not 0 < impression.propensity <= 1:
             raise InvalidImpression(f"propensity {impression.propensity} is not in (0, 1]")
+        if impression.item_propensities and len(impression.item_propensities) != len(impression.items):
+            raise InvalidImpression(f"{len(impression.item_propensities)} item propensities for "
+                                    f"{len(impression.items)} items")
         return impression
 
 
@@ -95,6 +108,12 @@ def _number(data: dict, name: str) -> float:
     value = data[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number")
+    return float(value)
+
+
+def _probability(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{what} {value!r} is not a number in (0, 1]")
     return float(value)
 
 

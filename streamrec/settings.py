@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     max_session_items: int = Field(50, ge=1, le=500, description="Largest session accepted/used.")
     candidates_k: int = Field(100, ge=10, le=2000, description="FAISS candidates per request.")
     recency_decay: float = Field(0.7, gt=0, le=1, description="Weight ratio between consecutive items.")
+    explore_strength: float = Field(
+        0.3, ge=0, le=1, description="Item exploration: the probability that the last place of a ranked answer goes "
+        "to a candidate the ranker left out, drawn with weight 1/sqrt(1 + its training and last-hour clicks); each "
+        "shown item's propensity is logged with the impression. 0 = the ranker's list only.")
     item_feature_cache_ms: int = Field(
         1000, ge=0, description="How long the API reuses an item's streaming (trending) features it read; 0 = never. "
         "Session features are always read fresh.")

@@ -43,7 +43,7 @@ async def recommend(body: RecommendRequest, models: ModelPool = Depends(get_mode
     recommender = state.recommenders[decision.version]
     request_id = new_request_id()
     result = await recommender.recommend(body.session_id, body.k, body.session_items, body.exclude_seen,
-                                         overload=overload)
+                                         overload=overload, request_id=request_id)
     now = time.time()
     if impressions.enabled:
         impressions.log(impression(request_id, body.session_id, now, decision, decision.version, result))
@@ -59,7 +59,8 @@ async def recommend(body: RecommendRequest, models: ModelPool = Depends(get_mode
     return JSONResponse({
         "request_id": request_id,
         "session_id": body.session_id,
-        "items": [{"item_id": int(i), "score": round(float(v), 6)} for i, v in result.items],
+        "items": [{"item_id": int(i), "score": round(float(v), 6), "explored": position == result.explored_position}
+                  for position, (i, v) in enumerate(result.items)],
         "stage": result.stage,
         "degraded": bool(result.degraded_reasons),
         "degraded_reasons": result.degraded_reasons,
@@ -78,7 +79,8 @@ def impression(request_id: str, session_id: str, ts: float, decision: Decision, 
     `shadow`, the challenger's (always scored: propensity 1)."""
     return Impression(request_id, session_id, ts, version, decision.policy, 1.0 if shadow else decision.propensity,
                       result.stage, bool(result.degraded_reasons), tuple(int(i) for i, _ in result.items),
-                      tuple(float(v) for _, v in result.items), shadow, decision.experiment)
+                      tuple(float(v) for _, v in result.items), shadow, decision.experiment,
+                      tuple(result.propensities))
 
 
 _shadow_tasks: set[asyncio.Task] = set()

@@ -32,6 +32,17 @@ def test_rank_and_metrics():
     assert summary["coverage"] == 0.4 and summary["popular_share"] == 0.25
     curves = result.curves()
     assert curves["HR"][0] == 25.0 and curves["HR"][-1] == 75.0
+    assert result.summary(np.array([1]), 10, head_items=np.array([1, 2, 3]))["long_tail_share"] == 0.25
+
+
+def test_exploration_report_compares_with_and_without_on_the_same_cases():
+    with_ = {"HR@20": 50.1, "MRR@20": 17.3, "coverage": 0.61, "long_tail_share": 0.2}
+    without = {"HR@20": 50.4, "MRR@20": 17.32, "coverage": 0.55, "long_tail_share": 0.15}
+    report = ev.exploration_report({"streamrec": with_, ev.WITHOUT_EXPLORATION: without}, 0.3, 0.29)
+    assert report["hr_cost"] == 0.3 and report["mrr_cost"] == 0.02 and report["coverage_gain"] == 0.06
+    assert report["long_tail_share"] == {"with": 0.2, "without": 0.15} and report["explored_share"] == 0.29
+    off = ev.exploration_report({"streamrec": with_}, 0.0, 0.0)
+    assert off["hr_cost"] == 0 and off["coverage_gain"] == 0
 
 
 def test_srgnn_test_pairs_are_read_as_given(tmp_path):

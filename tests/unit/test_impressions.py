@@ -21,6 +21,21 @@ def test_round_trip_keeps_every_field() -> None:
     assert Impression.from_bytes(original.to_bytes()) == original
 
 
+def test_item_propensities_round_trip_aligned_with_items() -> None:
+    original = impression(item_propensities=(1.0, 1.0, 0.0125))
+    assert json.loads(original.to_bytes())["item_propensities"] == [1.0, 1.0, 0.0125]
+    assert Impression.from_bytes(original.to_bytes()) == original
+    assert original.shown_propensities() == (1.0, 1.0, 0.0125)
+
+
+def test_a_record_without_item_propensities_showed_a_deterministic_list() -> None:
+    # records logged before exploration existed, fallbacks and exploration off: no key at all
+    data = json.loads(impression().to_bytes())
+    assert "item_propensities" not in data
+    parsed = Impression.from_bytes(json.dumps(data).encode())
+    assert parsed.item_propensities == () and parsed.shown_propensities() == (1.0, 1.0, 1.0)
+
+
 def test_request_ids_are_unique() -> None:
     assert len({new_request_id() for _ in range(1000)}) == 1000
 
@@ -33,6 +48,9 @@ def test_request_ids_are_unique() -> None:
     ({"items": [1, True]}, "item id"),
     ({"ts": "soon"}, "ts must be a finite number"),
     ({"session_id": ""}, "session_id"),
+    ({"item_propensities": [1.0, 0.5]}, "2 item propensities for 3 items"),
+    ({"item_propensities": [1.0, 1.0, 0.0]}, "item propensity 0.0 is not a number in"),
+    ({"item_propensities": [1.0, 1.0, "1"]}, "item propensity"),
 ])
 def test_malformed_records_are_refused_with_the_reason(change: dict, message: str) -> None:
     data = {**json.loads(impression().to_bytes()), **change}
