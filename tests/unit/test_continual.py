@@ -188,3 +188,13 @@ def test_streaming_features_only_for_rankers_that_read_them_on_real_time(champio
 
     _, bundle, later = champion
     assert streaming_features(bundle, later) is None  # this champion was trained without them
+
+
+def test_old_counts_are_forgotten_per_click_not_per_version() -> None:
+    from training.continual import forgetting
+
+    assert forgetting(WarmStart(), 10**6) == 1.0  # default: the counts a full retrain would have
+    halving = WarmStart(half_life_clicks=1000)
+    assert forgetting(halving, 1000) == pytest.approx(0.5)
+    # two versions of 500 clicks forget as much as one of 1,000
+    assert forgetting(halving, 500) ** 2 == pytest.approx(forgetting(halving, 1000))
