@@ -54,6 +54,9 @@ def prometheus(keyed_api: Settings, worker: int, tmp_path_factory: pytest.TempPa
     key_file.write_text(KEY)
     config = yaml.safe_load(PROMETHEUS_YML.read_text())
     loopback = {"api:8000": f"127.0.0.1:{keyed_api.api_port}", "worker:6066": f"127.0.0.1:{keyed_api.worker_web_port}"}
+    # the archiver and the learner are not part of this stack (their scrape jobs: tests/unit/test_monitoring.py)
+    config["scrape_configs"] = [job for job in config["scrape_configs"]
+                                if job["job_name"] not in ("streamrec-archiver", "streamrec-learner")]
     for job in config["scrape_configs"]:
         for static in job["static_configs"]:
             static["targets"] = [loopback[t] for t in static["targets"]]
