@@ -40,8 +40,7 @@ def learn(
         return clicks if since is None else clicks.subset_rows(clicks.timestamps > since)
 
     if settings.learn_metrics_port:
-        start_http_server(settings.learn_metrics_port, addr="127.0.0.1" if settings.worker_web_host == "127.0.0.1"
-                          else settings.worker_web_host)
+        start_http_server(settings.learn_metrics_port, addr=settings.worker_web_host)  # compose: 0.0.0.0
     learner = Learner(settings, read, drift=DriftMonitor(ArmRewards(settings), DriftGauges()),
                       log=lambda line: console.print(line, markup=False, highlight=False))
     stopping = {"now": False}

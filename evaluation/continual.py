@@ -27,6 +27,7 @@ from streamrec.interactions import Interactions
 from streamrec.model_registry import ModelRegistry
 from streamrec.settings import Settings
 from training.gate import version_quality
+from training.continual import concat
 from training.drift import ItemShift, UnknownItems, check_drift
 from training.learn import DriftMonitor, Learner
 from training.pipeline import train
@@ -69,12 +70,6 @@ def session_slices(data: Interactions, initial_share: float, slices: int) -> lis
     return [data.subset_sessions((rank >= lo) & (rank < hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
-def _concat_sessions(parts: list[Interactions]) -> Interactions:
-    return Interactions(np.concatenate([p.session_ids for p in parts]), np.concatenate([p.item_ids for p in parts]),
-                        np.concatenate([p.timestamps for p in parts]), parts[0].categories, parts[0].name,
-                        parts[0].synthetic_clock)
-
-
 def _arm_settings(settings: Settings, root: Path, arm: str) -> Settings:
     return settings.model_copy(update={"data_dir": root / arm})
 
@@ -104,7 +99,7 @@ def run(settings: Settings, dataset: Path, *, initial_share: float = 0.4, slices
         shutil.copytree(arms["frozen"].models_dir / first, arms[arm].models_dir / first)
         ModelRegistry(arms[arm].models_dir).promote(first)
 
-    replay = Replay(_concat_sessions(parts[1:]))
+    replay = Replay(concat(*parts[1:]))
     clock = {"now": 0.0}
     learner = Learner(arms["continual"], replay.since, drift=DriftMonitor(), clock=lambda: clock["now"], log=log)
     per_check = int(np.ceil(len(replay.data) / (slices * checks_per_slice)))
@@ -131,7 +126,7 @@ def run(settings: Settings, dataset: Path, *, initial_share: float = 0.4, slices
                 arrivals.available(ModelBundle.load_current(arms["continual"].models_dir),
                                    clock["now"] + time.perf_counter() - wall)
             checks.append({"slice": number, **check.to_dict()})
-        cpu["full_retrain"] += _cpu_train(arms["full_retrain"], dataset, _concat_sessions(parts[:number + 1]))
+        cpu["full_retrain"] += _cpu_train(arms["full_retrain"], dataset, concat(*parts[:number + 1]))
     fired = [c["slice"] for c in checks if (c.get("drift") or {}).get("fired")]
     report = {"dataset": str(dataset), "initial_share": initial_share, "slices": rows, "checks": checks,
               "cpu_s": {k: round(v, 1) for k, v in cpu.items()},

@@ -147,7 +147,8 @@ def _learned(meta: dict[str, Any]) -> dict[str, Any]:
                                                      "margin", "cases", "champion")} if gate else None}
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step: readers see the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -248,7 +249,7 @@ class ModelRegistry:
             if version in routing.arms:
                 raise RegistryError(f"{version} is an arm of the {routing.policy} routing: route without it first "
                                     "(e.g. `streamrec models route single`)")
-            _atomic_write(self.models_dir / version / RETIRED, json.dumps({"when": _now()}) + "\n")
+            atomic_write(self.models_dir / version / RETIRED, json.dumps({"when": _now()}) + "\n")
 
     def set_routing(self, config: RoutingConfig) -> RoutingConfig:
         """Store `config` as a new experiment (its own id, so its counters start at zero); returns it."""
@@ -257,7 +258,7 @@ class ModelRegistry:
         with self._lock():
             self.check_routing(config)
             self.models_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.models_dir / ROUTING, json.dumps(config.to_dict()) + "\n")
+            atomic_write(self.models_dir / ROUTING, json.dumps(config.to_dict()) + "\n")
             return config
 
     def check_routing(self, config: RoutingConfig, champion: str | None = None) -> None:
@@ -272,7 +273,7 @@ class ModelRegistry:
     def _switch(self, version: str, previous: str | None, action: str) -> None:
         routing = self.routing()
         if version in routing.arms:  # routing first: it stays valid under the old champion too
-            _atomic_write(self.models_dir / ROUTING, json.dumps(routing.without({version}).to_dict()) + "\n")
+            atomic_write(self.models_dir / ROUTING, json.dumps(routing.without({version}).to_dict()) + "\n")
         set_current_version(self.models_dir, version)
         with (self.models_dir / HISTORY).open("a") as history:
             history.write(json.dumps({"version": version, "when": _now(), "action": action,

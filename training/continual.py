@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from candidates.bundle import ModelBundle
@@ -36,8 +35,9 @@ from streamrec.artifacts import ModelArtifacts
 from streamrec.interactions import Interactions, split_by_time
 from streamrec.item_rows import ItemRows
 from training.covisitation import build_covisitation, merge_covisitation
-from training.embeddings import normalise
+from training.embeddings import normalise, session_item_matrix
 from training.generators import N_POPULAR
+from training.popularity import item_popularity
 
 
 MIN_RANKER_CASES = 200  # fewer labelled cases than this: the champion's ranker is kept as it is
@@ -91,21 +91,12 @@ def newest_sessions(data: Interactions, limit: int | None) -> Interactions:
     return data.subset_sessions(keep)
 
 
-def _session_matrix(data: Interactions, item_ids: np.ndarray) -> sp.csr_matrix:
-    rows = data.session_codes()
-    cols = ItemRows(item_ids).rows(data.item_ids)
-    matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
-                           shape=(data.n_sessions, len(item_ids)))
-    matrix.data[:] = 1.0
-    return matrix
-
-
 def warm_embeddings(champion: ModelArtifacts, memory: Interactions, item_ids: np.ndarray,
                     config: WarmStart) -> tuple[np.ndarray, dict[str, Any]]:
     """Item vectors for `item_ids` (sorted, ⊇ the champion's): ALS warm-started from the champion."""
     from implicit.cpu.als import AlternatingLeastSquares
 
-    matrix = _session_matrix(memory, item_ids)
+    matrix, _ = session_item_matrix(memory, item_ids)
     old_rows = champion.rows_of(item_ids)
     known = old_rows >= 0
     init = np.zeros((len(item_ids), champion.dim), np.float32)
@@ -148,11 +139,6 @@ def _window(parent: dict[str, Any], window: Interactions) -> dict[str, Any]:
             "synthetic_clock": bool(parent.get("synthetic_clock")) or new["synthetic_clock"]}
 
 
-def _counts(item_ids: np.ndarray, clicked: np.ndarray) -> np.ndarray:
-    rows = ItemRows(item_ids).rows(clicked)
-    return np.bincount(rows[rows >= 0], minlength=len(item_ids)).astype(np.float64)
-
-
 def warm_start(champion: ModelBundle, window: Interactions, *, version: str, path: Path,
                config: WarmStart = WarmStart(), decay: float = 0.7, ann_k: int = 100, max_session_items: int = 50,
                log: Callable[[str], None] = print) -> ModelBundle:
@@ -179,7 +165,8 @@ def warm_start(champion: ModelBundle, window: Interactions, *, version: str, pat
     popularity = np.zeros(len(item_ids))
     keep = forgetting(config, window.n_clicks)
     popularity[rows] = old.item_popularity * keep
-    popularity += _counts(item_ids, window.item_ids)
+    window_counts = item_popularity(window, item_ids)
+    popularity += window_counts
     popular = item_ids[np.lexsort((item_ids, -popularity))[:N_POPULAR]]
     categories = None
     if old.item_categories is not None or window.categories:
@@ -201,7 +188,7 @@ def warm_start(champion: ModelBundle, window: Interactions, *, version: str, pat
     artifacts = ModelArtifacts(version=version, path=Path(path), item_ids=item_ids, item_embeddings=embeddings,
                                item_popularity=np.rint(popularity).astype(np.int64), popular=popular,
                                covisit=covisit, meta=meta,
-                               item_recent_popularity=_counts(item_ids, window.item_ids).astype(np.int64),
+                               item_recent_popularity=window_counts,
                                item_categories=categories)
     knn = SessionKNN(**knn_params).fit(memory)
     t = lap("session_knn", t)

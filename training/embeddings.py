@@ -40,9 +40,13 @@ class EmbeddingResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def session_item_matrix(data: Interactions) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Binary session × item CSR matrix and the item id of each column."""
-    item_ids, cols = np.unique(data.item_ids, return_inverse=True)
+def session_item_matrix(data: Interactions, item_ids: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Binary session × item CSR matrix and the item id of each column: `data`'s items, or the
+    sorted `item_ids` given (a superset of them: the warm start's catalogue)."""
+    if item_ids is None:
+        item_ids, cols = np.unique(data.item_ids, return_inverse=True)
+    else:
+        cols = ItemRows(item_ids).rows(data.item_ids)
     rows = data.session_codes()
     matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
                            shape=(int(rows[-1]) + 1 if len(rows) else 0, len(item_ids)))

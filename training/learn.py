@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,7 +27,7 @@ import numpy as np
 from candidates.bundle import ModelBundle
 from streamrec.artifacts import LEARN_STATUS
 from streamrec.interactions import Interactions
-from streamrec.model_registry import ModelRegistry, RoutingConfig
+from streamrec.model_registry import ModelRegistry, RoutingConfig, atomic_write
 from streamrec.settings import Settings
 from training.continual import WarmStart, warm_start
 from training.drift import DriftReport, ItemShift, RewardDrift, UnknownItems, check_drift
@@ -87,7 +86,7 @@ class LearnState:
         return cls(**json.loads(path.read_text())) if path.exists() else cls()
 
     def save(self, models_dir: Path) -> None:
-        _atomic_write(Path(models_dir) / STATE, json.dumps(asdict(self)))
+        atomic_write(Path(models_dir) / STATE, json.dumps(asdict(self)))
 
 
 @dataclass
@@ -109,12 +108,6 @@ class Check:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def new_version_name(parent: str, clicks: int, now: datetime) -> str:
@@ -141,7 +134,7 @@ class Learner:
         self.state = LearnState.load(settings.models_dir)
         self.first_unknown_at: float | None = None  # wall time a click on an unknown item was first read
 
-    def triggers(self, window: Interactions, champion: ModelBundle, drift_fired: bool, now: float) -> list[str]:
+    def triggers(self, window: Interactions, drift_fired: bool, now: float) -> list[str]:
         s = self.settings
         fired: list[str] = []
         if len(window) < s.learn_min_clicks + self.state.attempted_clicks:  # nothing new since the last try
@@ -170,13 +163,12 @@ class Learner:
         drift_fired = False
         if self.drift is not None and len(window) >= self.settings.learn_min_clicks:
             report = self.drift(window, champion)
-            check.drift = {**report.to_dict(), "reasons": report.reasons}
-            drift_fired = report.fired
-        check.triggers = self.triggers(window, champion, drift_fired, now)
+            check.drift, drift_fired = report.to_dict(), report.fired
+        check.triggers = self.triggers(window, drift_fired, now)
         if check.triggers:
             self.produce(check, window, champion)
         check.cpu_s = round(time.process_time() - started_cpu, 2)
-        _atomic_write(self.settings.models_dir / STATUS, json.dumps(check.to_dict()))
+        atomic_write(self.settings.models_dir / STATUS, json.dumps(check.to_dict()))
         return check
 
     def base_of(self, champion: ModelBundle) -> ModelBundle:
