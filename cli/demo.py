@@ -39,6 +39,7 @@ from streamrec.settings import Settings
 
 console = Console(stderr=True)
 POLL_INTERVAL_S = 0.01  # freshness resolution; each poll is one Redis round trip
+READY_TIMEOUT_S = 60.0  # for the /recommend load process to start
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ async def wait_for_worker(settings: Settings, store: OnlineStore, item_id: int, 
 
 
 def _recommend_load(api: str, rate: float, sessions: "mp.Queue[list[str]]", stop: "EventType",
-                    results: "mp.Queue[dict]") -> None:
+                    results: "mp.Queue[dict]", ready: "EventType") -> None:
     """Child process: POST /recommend for sessions whose clicks just landed, ~`rate` per second.
 
     Its own process, so the client's latency is not the demo's GIL: a request timed in the parent
@@ -138,6 +139,7 @@ def _recommend_load(api: str, rate: float, sessions: "mp.Queue[list[str]]", stop
     host, port = api.removeprefix("http://").rsplit(":", 1)
     # http.client on one keep-alive connection: the thinnest client, so the figure is the server's
     client = http.client.HTTPConnection(host, int(port), timeout=5.0)
+    ready.set()
     next_at = time.perf_counter()
     while not stop.is_set():
         while True:
@@ -178,13 +180,20 @@ class RecommendLoad:
         self.sessions: mp.Queue[list[str]] = ctx.Queue()
         self.results: mp.Queue[dict] = ctx.Queue()
         self.stop = ctx.Event()
+        self.ready = ctx.Event()
         api = f"http://{settings.api_host}:{settings.api_port}"
-        self.process = ctx.Process(target=_recommend_load, args=(api, rate, self.sessions, self.stop, self.results),
-                                   daemon=True)
+        self.process = ctx.Process(target=_recommend_load, daemon=True,
+                                   args=(api, rate, self.sessions, self.stop, self.results, self.ready))
         self.sent = 0
 
     def __enter__(self) -> "RecommendLoad":
+        """Start the process and wait until it is set up: a spawned interpreter's imports take about a
+        core-second on a loaded 2-core machine, which, overlapping the replay's first second, starved
+        the worker and showed up as a freshness transient of the demo rather than of the stream."""
         self.process.start()
+        if not self.ready.wait(READY_TIMEOUT_S):
+            self.__exit__()
+            raise RuntimeError(f"the /recommend load process was not ready within {READY_TIMEOUT_S:g} s")
         return self
 
     def offer(self, live_sessions: list[str]) -> None:
