@@ -134,7 +134,7 @@ def run(settings: Settings, dataset: Path, *, initial_share: float = 0.4, slices
                         "fired_on_stationary": stationary_replay(parts[0], per_check, checks_per_slice)},
               "new_item_median_s": arrivals.median(), "new_items": arrivals.summary(),
               "versions": {arm: ModelRegistry(arms[arm].models_dir).champion() for arm in ARMS}}
-    report["test"] = test_scores(settings, dataset, data, arms, test_cases, log)
+    report["test"], report["exploration"] = test_scores(settings, dataset, data, arms, test_cases, log)
     (root / "report.json").write_text(json.dumps(report, indent=2))
     report["plot"] = str(plot(report, root))
     return report
@@ -193,27 +193,46 @@ def stationary_replay(initial: Interactions, per_check: int, checks: int, seed: 
 
 
 def test_scores(settings: Settings, dataset: Path, data: Interactions, arms: dict[str, Settings],
-                limit: int | None, log) -> dict[str, dict[str, float]]:
-    """HR/MRR@20 of each arm's final champion on the dataset's test cases, through the served Recommender."""
+                limit: int | None, log) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """HR/MRR@20 of each arm's final champion on the dataset's test cases, through the served Recommender
+    (with its exploration slot, as the API answers), and what that slot costs and adds: the continual
+    champion once more without it on the same cases (`evaluation.evaluate.exploration_report`)."""
     from rich.progress import Progress
 
-    from evaluation.evaluate import load_test_cases, run_model, served_recommend
+    from evaluation.evaluate import (HEAD_SHARE, WITHOUT_EXPLORATION, exploration_report, load_test_cases,
+                                     run_model, served_recommend)
     from serving.recommender import Recommender
     from serving.schemas import EXCLUDE_SEEN_DEFAULT
     from streamrec import quality
+    from training.popularity import most_popular
 
     cases = load_test_cases(dataset, data)
     if limit:
         cases = cases.head(limit)
-    out = {}
+    n_items = len(np.unique(data.item_ids))
+    popular, head = most_popular(data, max(1, n_items // 100)), most_popular(data, max(1, int(n_items * HEAD_SHARE)))
+    strength = settings.explore_strength
+    served = {arm: arms[arm] for arm in ARMS}
+    if strength > 0:
+        served[WITHOUT_EXPLORATION] = arms["continual"].model_copy(update={"explore_strength": 0.0})
+    out, summaries, explored = {}, {}, {}
     with Progress(disable=True) as progress:
-        for arm in ARMS:
+        for name, arm_settings in served.items():
+            arm = "continual" if name == WITHOUT_EXPLORATION else name
             bundle = ModelBundle.load_current(arms[arm].models_dir)
-            recommender = Recommender(arms[arm], None, bundle)
-            result = run_model(arm, served_recommend(recommender, EXCLUDE_SEEN_DEFAULT), cases, progress)
-            out[arm] = {**quality.report(result.ranks, 20), "cases": int(len(cases.labels))}
-            log(f"continual: test {arm}: HR@20 {out[arm]['HR@20']} MRR@20 {out[arm]['MRR@20']}")
-    return out
+            recommend = served_recommend(Recommender(arm_settings, None, bundle), EXCLUDE_SEEN_DEFAULT)
+            result = run_model(name, recommend, cases, progress)
+            summaries[name] = result.summary(popular, n_items, head)
+            explored[name] = (recommend.explored, recommend.explore_ms)  # type: ignore[attr-defined]
+            if name in ARMS:
+                out[name] = {**quality.report(result.ranks, 20), "cases": int(len(cases.labels))}
+                log(f"continual: test {name}: HR@20 {out[name]['HR@20']} MRR@20 {out[name]['MRR@20']}")
+    n = max(1, len(cases.labels))
+    summaries["streamrec"] = summaries["continual"]
+    exploration = exploration_report(summaries, strength, explored["continual"][0] / n, explored["continual"][1] / n)
+    log(f"continual: exploration at strength {strength:g}: HR@20 cost {exploration['hr_cost']}, "
+        f"coverage gain {exploration['coverage_gain']}")
+    return out, exploration
 
 
 def plot(report: dict[str, Any], out_dir: Path) -> Path:
