@@ -199,18 +199,16 @@ def test_scores(settings: Settings, dataset: Path, data: Interactions, arms: dic
     champion once more without it on the same cases (`evaluation.evaluate.exploration_report`)."""
     from rich.progress import Progress
 
-    from evaluation.evaluate import (HEAD_SHARE, WITHOUT_EXPLORATION, exploration_report, load_test_cases,
+    from evaluation.evaluate import (WITHOUT_EXPLORATION, catalogue_groups, exploration_report, load_test_cases,
                                      run_model, served_recommend)
     from serving.recommender import Recommender
     from serving.schemas import EXCLUDE_SEEN_DEFAULT
     from streamrec import quality
-    from training.popularity import most_popular
 
     cases = load_test_cases(dataset, data)
     if limit:
         cases = cases.head(limit)
-    n_items = len(np.unique(data.item_ids))
-    popular, head = most_popular(data, max(1, n_items // 100)), most_popular(data, max(1, int(n_items * HEAD_SHARE)))
+    popular, n_items, head = catalogue_groups(data)
     strength = settings.explore_strength
     served = {arm: arms[arm] for arm in ARMS}
     if strength > 0:
@@ -228,8 +226,9 @@ def test_scores(settings: Settings, dataset: Path, data: Interactions, arms: dic
                 out[name] = {**quality.report(result.ranks, 20), "cases": int(len(cases.labels))}
                 log(f"continual: test {name}: HR@20 {out[name]['HR@20']} MRR@20 {out[name]['MRR@20']}")
     n = max(1, len(cases.labels))
-    summaries["streamrec"] = summaries["continual"]
-    exploration = exploration_report(summaries, strength, explored["continual"][0] / n, explored["continual"][1] / n)
+    compared = {"streamrec": summaries["continual"],
+                **({WITHOUT_EXPLORATION: summaries[WITHOUT_EXPLORATION]} if WITHOUT_EXPLORATION in summaries else {})}
+    exploration = exploration_report(compared, strength, explored["continual"][0] / n, explored["continual"][1] / n)
     log(f"continual: exploration at strength {strength:g}: HR@20 cost {exploration['hr_cost']}, "
         f"coverage gain {exploration['coverage_gain']}")
     return out, exploration

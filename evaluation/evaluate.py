@@ -252,6 +252,14 @@ def plot(results: list[ModelResult], cases: TestCases, out_dir: Path) -> list[Pa
     return paths
 
 
+def catalogue_groups(train_data: Interactions) -> tuple[np.ndarray, int, np.ndarray]:
+    """What `ModelResult.summary` measures shown lists against: the top 1% of items by training clicks
+    ("popular_share"), the catalogue's size, and its head (the top HEAD_SHARE; the rest is the long tail)."""
+    n_items = len(np.unique(train_data.item_ids))
+    return (most_popular(train_data, max(1, n_items // 100)), n_items,
+            most_popular(train_data, max(1, int(n_items * HEAD_SHARE))))
+
+
 def exploration_report(summaries: dict[str, dict], strength: float, explored_share: float,
                        ms_per_case: float = 0.0) -> dict:
     """What the exploration slot costs (HR/MRR@20 points lost) and adds (coverage, long-tail share),
@@ -334,9 +342,7 @@ def evaluate(settings, dataset: Path, *, limit: int | None = None, exclude_seen:
         served[WITHOUT_EXPLORATION] = (Recommender(eval_settings.model_copy(update={"explore_strength": 0.0}), None,
                                                    bundle, trending_history=history), exclude_seen)
 
-    n_items = len(np.unique(train_data.item_ids))
-    popular = most_popular(train_data, max(1, n_items // 100))  # the top 1%: "popular_share" of what is shown
-    head = most_popular(train_data, max(1, int(n_items * HEAD_SHARE)))
+    popular, n_items, head = catalogue_groups(train_data)
     progress = Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=console, transient=False)
     with progress:
