@@ -133,8 +133,13 @@ class Settings(BaseSettings):
     learn_interval_s: float = Field(
         3600.0, ge=0, description="Schedule trigger: a new version at least this often while new clicks "
         "arrive; 0 = off.")
+    learn_volume_share: float = Field(
+        0.1, ge=0, description="Volume trigger, relative: a new version once the new clicks are this share of the "
+        "clicks the champion was trained on (scale-free: 10% of a small shop's history is a few thousand clicks, "
+        "of a large one's hundreds of thousands); 0 = off.")
     learn_volume_clicks: int = Field(
-        50_000, ge=0, description="Volume trigger: a new version once this many new clicks arrived; 0 = off.")
+        0, ge=0, description="Volume trigger, absolute: a new version once this many new clicks arrived, "
+        "whatever the champion's size; 0 = off.")
     learn_min_clicks: int = Field(
         2_000, ge=1, description="No version (whatever the trigger) from fewer new clicks than this.")
     learn_on_drift: bool = Field(True, description="Drift trigger: a new version when measured drift fires.")

@@ -7,7 +7,8 @@ fits every generator and the ranker from nothing. The stateful path starts from 
   their vectors; new items start from the mean vector of the items their sessions also clicked;
 - co-visitation: the champion's lists × a decay + the window's lists;
 - popularity: the champion's counts × the same decay + the window's; "recent" popularity is
-  the window's own (the newest clicks, as in a full retrain's latest share);
+  counted over the newest share of the session memory, as a full retrain counts it over its data
+  (not over the window alone, whose size follows the triggers: the ranker would see its scale move);
 - session-kNN: its memory (the champion's sessions, `SessionKNN.memory`) gains the window's
   sessions, capped to the newest `memory_sessions`;
 - the FAISS index is rebuilt over the refined vectors (seconds, with its recall re-measured);
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from candidates.bundle import ModelBundle
 from candidates.features import FEATURE_NAMES
@@ -35,9 +35,9 @@ from streamrec.artifacts import ModelArtifacts
 from streamrec.interactions import Interactions, split_by_time
 from streamrec.item_rows import ItemRows
 from training.covisitation import build_covisitation, merge_covisitation
-from training.embeddings import normalise, session_item_matrix
+from training.embeddings import fit_item_factors, normalise, session_item_matrix
 from training.generators import N_POPULAR
-from training.popularity import item_popularity
+from training.popularity import item_popularity, recent_item_popularity
 
 
 MIN_RANKER_CASES = 200  # fewer labelled cases than this: the champion's ranker is kept as it is
@@ -47,9 +47,11 @@ MIN_RANKER_CASES = 200  # fewer labelled cases than this: the champion's ranker 
 class WarmStart:
     """The stateful path's knobs (defaults: see the module docstring for what each keeps)."""
 
+    # The champion's algorithm continues from its vectors (a BPR champion as BPR: a few ALS sweeps
+    # from BPR vectors make another model than the full retrain chooses), with the full training's
+    # parameters and fewer iterations (ALS sweeps; BPR epochs of SGD over the memory).
     als_iterations: int = 3
-    als_factors_reg: float = 0.05
-    als_alpha: float = 10.0
+    bpr_iterations: int = 20
     # Old counts (co-visitation, popularity) weigh 0.5 ** (new clicks / half-life): forgetting per
     # click, not per version, so it does not depend on how often the triggers fire. None: no
     # forgetting, the counts a full retrain on all the data would have. (A per-version 0.8 left the
@@ -58,9 +60,14 @@ class WarmStart:
     memory_sessions: int | None = None  # None: keep every session (as a full retrain would see)
     covisit_window: int = 3
     covisit_top_k: int = 50
-    ranker_train_cases: int = 6000
-    ranker_valid_cases: int = 3000
+    # The ranker continues on the window's newest cases, a few trees at a time: measured on YooChoose
+    # (one version from 8k new clicks), 3,000/1,500 cases with a patience of 10 rounds gave the same
+    # hold-out HR@20 as 6,000/3,000 with 40 (68.7 vs 68.5) at a third of the CPU (9 vs 27 s) and
+    # 25 trees added instead of 112, so the served model grows slowly.
+    ranker_train_cases: int = 3000
+    ranker_valid_cases: int = 1500
     ranker_rounds: int = 150
+    ranker_patience: int = 10  # rounds without a validation gain before the continuation stops
     ranker_threads: int = 1  # the learner runs beside the API and the worker: OpenMP on every core crawls when one is busy
     target_recall: float = 0.95
     index_k: int = 100
@@ -93,9 +100,8 @@ def newest_sessions(data: Interactions, limit: int | None) -> Interactions:
 
 def warm_embeddings(champion: ModelArtifacts, memory: Interactions, item_ids: np.ndarray,
                     config: WarmStart) -> tuple[np.ndarray, dict[str, Any]]:
-    """Item vectors for `item_ids` (sorted, ⊇ the champion's): ALS warm-started from the champion."""
-    from implicit.cpu.als import AlternatingLeastSquares
-
+    """Item vectors for `item_ids` (sorted, ⊇ the champion's): the champion's algorithm (ALS or BPR)
+    warm-started from its vectors."""
     matrix, _ = session_item_matrix(memory, item_ids)
     old_rows = champion.rows_of(item_ids)
     known = old_rows >= 0
@@ -105,16 +111,14 @@ def warm_embeddings(champion: ModelArtifacts, memory: Interactions, item_ids: np
     session_vectors = matrix @ init
     item_means = matrix.T @ session_vectors
     init[~known] = normalise(np.asarray(item_means[~known]))
-    model = AlternatingLeastSquares(factors=champion.dim, regularization=config.als_factors_reg,
-                                    alpha=config.als_alpha, iterations=config.als_iterations, random_state=0)
-    model.item_factors = init.copy()
-    with threadpool_limits(1, "blas"):
-        model.fit(matrix, show_progress=False)
-    vectors = normalise(np.asarray(model.item_factors))
+    algorithm = champion.meta.get("algorithm", "als")
+    iterations = config.bpr_iterations if algorithm == "bpr" else config.als_iterations
+    vectors = fit_item_factors(matrix, algorithm, champion.dim, iterations=iterations, init=init)
     in_memory = np.asarray(matrix.sum(axis=0)).ravel() > 0
     vectors[~in_memory] = init[~in_memory]  # nothing to refine them with: keep what was known
     drift = np.einsum("ij,ij->i", vectors[known & in_memory], init[known & in_memory])
-    return vectors, {"new_items": int((~known).sum()), "refined_items": int((known & in_memory).sum()),
+    return vectors, {"algorithm": algorithm, "new_items": int((~known).sum()),
+                     "refined_items": int((known & in_memory).sum()),
                      "kept_items": int((known & ~in_memory).sum()),
                      "median_cosine_to_champion": round(float(np.median(drift)), 4) if len(drift) else None}
 
@@ -188,7 +192,7 @@ def warm_start(champion: ModelBundle, window: Interactions, *, version: str, pat
     artifacts = ModelArtifacts(version=version, path=Path(path), item_ids=item_ids, item_embeddings=embeddings,
                                item_popularity=np.rint(popularity).astype(np.int64), popular=popular,
                                covisit=covisit, meta=meta,
-                               item_recent_popularity=window_counts,
+                               item_recent_popularity=recent_item_popularity(memory, item_ids),
                                item_categories=categories)
     knn = SessionKNN(**knn_params).fit(memory)
     t = lap("session_knn", t)
@@ -268,7 +272,7 @@ def continue_ranker(champion: ModelBundle, window: Interactions, bundle: ModelBu
     before = ranking_quality(Champion().predict(valid.features), valid)
     fitted = fit_lambdarank(train, valid, columns, 0, threads=config.ranker_threads, log=log,
                             name="ranker (continued)", init_model=champion.ranker.booster,
-                            rounds=config.ranker_rounds)
+                            rounds=config.ranker_rounds, patience=config.ranker_patience)
     after = ranking_quality(fitted.predict(valid.features), valid)
     added = int((fitted.booster.best_iteration or fitted.booster.current_iteration())
                 - champion.ranker.booster.current_iteration())

@@ -55,8 +55,10 @@ def session_item_matrix(data: Interactions, item_ids: np.ndarray | None = None) 
 
 
 def fit_item_factors(matrix: sp.csr_matrix, algorithm: str, factors: int, *, seed: int = 0,
-                     iterations: int | None = None, on_iteration=None) -> np.ndarray:
-    """Train one implicit model; return its L2-normalised item factors (BPR bias column dropped)."""
+                     iterations: int | None = None, on_iteration=None, init: np.ndarray | None = None) -> np.ndarray:
+    """Train one implicit model; return its L2-normalised item factors (BPR bias column dropped).
+    `init`: item vectors (items × factors) to start from instead of random ones: the warm start
+    (training.continual). implicit keeps item factors that are set before `fit` (both ALS and BPR)."""
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
@@ -66,11 +68,15 @@ def fit_item_factors(matrix: sp.csr_matrix, algorithm: str, factors: int, *, see
         if algorithm == "als":
             model = AlternatingLeastSquares(factors=factors, regularization=0.05, alpha=10.0,
                                             iterations=iterations, random_state=seed)
+            if init is not None:
+                model.item_factors = np.array(init, np.float32)
             model.fit(matrix, show_progress=False, callback=callback)
             item_factors = np.asarray(model.item_factors)
         elif algorithm == "bpr":
             model = BayesianPersonalizedRanking(factors=factors, learning_rate=0.05, regularization=0.01,
                                                 iterations=iterations, random_state=seed)
+            if init is not None:  # the item bias column starts at 0
+                model.item_factors = np.hstack([np.asarray(init, np.float32), np.zeros((len(init), 1), np.float32)])
             model.fit(matrix, show_progress=False, callback=callback)
             item_factors = np.asarray(model.item_factors)[:, :-1]  # last column is the item bias
         else:

@@ -134,7 +134,15 @@ class Learner:
         self.state = LearnState.load(settings.models_dir)
         self.first_unknown_at: float | None = None  # wall time a click on an unknown item was first read
 
-    def triggers(self, window: Interactions, drift_fired: bool, now: float) -> list[str]:
+    def volume_threshold(self, champion_clicks: int) -> float:
+        """New clicks that fire the volume trigger: the smaller of the relative and the absolute setting
+        (inf when both are off)."""
+        s = self.settings
+        thresholds = [s.learn_volume_share * champion_clicks] if s.learn_volume_share and champion_clicks else []
+        thresholds += [s.learn_volume_clicks] if s.learn_volume_clicks else []
+        return min(thresholds, default=float("inf"))
+
+    def triggers(self, window: Interactions, drift_fired: bool, now: float, champion_clicks: int = 0) -> list[str]:
         s = self.settings
         fired: list[str] = []
         if len(window) < s.learn_min_clicks + self.state.attempted_clicks:  # nothing new since the last try
@@ -142,7 +150,7 @@ class Learner:
         since_last = now - (self.state.last_version_at or 0.0)
         if s.learn_interval_s and since_last >= s.learn_interval_s:
             fired.append("schedule")
-        if s.learn_volume_clicks and len(window) >= s.learn_volume_clicks:
+        if len(window) >= self.volume_threshold(champion_clicks):
             fired.append("volume")
         if s.learn_on_drift and drift_fired:
             fired.append("drift")
@@ -164,7 +172,7 @@ class Learner:
         if self.drift is not None and len(window) >= self.settings.learn_min_clicks:
             report = self.drift(window, champion)
             check.drift, drift_fired = report.to_dict(), report.fired
-        check.triggers = self.triggers(window, drift_fired, now)
+        check.triggers = self.triggers(window, drift_fired, now, int(champion.artifacts.meta.get("n_clicks", 0)))
         if check.triggers:
             self.produce(check, window, champion)
         check.cpu_s = round(time.process_time() - started_cpu, 2)

@@ -117,8 +117,9 @@ class FittedRanker:
 
 def fit_lambdarank(train: Examples, valid: Examples, columns: list[int], seed: int, *, threads: int = 2,
                    log: Callable[[str], None] | None = None, name: str = "ranker", init_model: Any = None,
-                   rounds: int = 600) -> FittedRanker:
-    """LambdaRank with early stopping on `valid`; `log` hears the validation NDCG every 25 rounds.
+                   rounds: int = 600, patience: int = 40) -> FittedRanker:
+    """LambdaRank with early stopping on `valid` (after `patience` rounds without a gain); `log`
+    hears the validation NDCG every 25 rounds.
     `init_model` (a booster reading the same `columns`): continue it with up to `rounds` more
     trees instead of starting from nothing (the stateful path, training.continual)."""
     import lightgbm as lgb
@@ -138,7 +139,7 @@ def fit_lambdarank(train: Examples, valid: Examples, columns: list[int], seed: i
     train_set = lgb.Dataset(train.features[:, columns], train.labels, group=train.groups)
     valid_set = lgb.Dataset(valid.features[:, columns], valid.labels, group=valid.groups, reference=train_set)
     booster = lgb.train(params, train_set, num_boost_round=rounds, valid_sets=[valid_set], init_model=init_model,
-                        callbacks=[lgb.early_stopping(40, verbose=False), report_progress])
+                        callbacks=[lgb.early_stopping(patience, verbose=False), report_progress])
     return FittedRanker(booster, columns)
 
 

@@ -37,7 +37,7 @@ def learn_stack(live_settings: Settings) -> Iterator[Settings]:
     original = registry.champion()
     settings = live_settings.model_copy(update={
         "learn_check_s": CHECK_S, "learn_new_items_s": NEW_ITEMS_S, "learn_min_clicks": 100,
-        "learn_volume_clicks": 0, "learn_interval_s": 0, "learn_metrics_port": free_port(),
+        "learn_volume_clicks": 0, "learn_volume_share": 0, "learn_interval_s": 0, "learn_metrics_port": free_port(),
         "archive_flush_s": 0.5})
     process.start_detached("archiver", [*CLI, "archive"], settings, env=settings.to_env())
     process.start_detached("learner", [*CLI, "learn"], settings, env=settings.to_env())

@@ -53,6 +53,37 @@ def test_session_knn_memory_gives_back_its_sessions_in_click_order() -> None:
     assert memory.n_sessions == 2
 
 
+@pytest.mark.parametrize("algorithm", ["bpr", "als"])
+def test_item_factors_start_from_the_vectors_given(algorithm: str) -> None:
+    """The warm start's embeddings continue the champion's: implicit keeps item factors set before fit."""
+    from training.embeddings import fit_item_factors, normalise, session_item_matrix
+
+    data = generate_sessions(n_sessions=800, n_items=120, n_topics=6, seed=2)
+    matrix, _ = session_item_matrix(data)
+    init = normalise(np.random.default_rng(0).normal(size=(matrix.shape[1], 16)).astype(np.float32))
+
+    def cosine_to_init(vectors: np.ndarray) -> float:
+        return float(np.median(np.einsum("ij,ij->i", vectors, init)))
+
+    warm = fit_item_factors(matrix, algorithm, 16, iterations=1, init=init)
+    cold = fit_item_factors(matrix, algorithm, 16, iterations=1)
+    assert cosine_to_init(warm) > 0.5 and abs(cosine_to_init(cold)) < 0.2
+
+
+def test_a_bpr_champion_continues_as_bpr(champion, tmp_path: Path) -> None:
+    import copy
+
+    _, bundle, later = champion
+    as_bpr = copy.copy(bundle)
+    as_bpr.artifacts = copy.copy(bundle.artifacts)
+    as_bpr.artifacts.meta = {**bundle.artifacts.meta, "algorithm": "bpr"}
+    warm = warm_start(as_bpr, later, version="w", path=tmp_path / "w", config=WarmStart(ranker_rounds=0),
+                      log=lambda _: None)
+    report = warm.artifacts.meta["continual"]["embeddings"]
+    assert report["algorithm"] == "bpr" and warm.artifacts.meta["algorithm"] == "bpr"
+    assert report["median_cosine_to_champion"] > 0.5  # refined from the champion's vectors, not redrawn
+
+
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, ModelBundle, Interactions]:
     from training.pipeline import train
@@ -139,7 +170,7 @@ def test_the_learner_triggers_gates_promotes_and_moves_its_cursor(champion, tmp_
     import shutil
 
     settings, bundle, later = champion
-    settings = settings.model_copy(update={"data_dir": tmp_path, "learn_volume_clicks": 3000,
+    settings = settings.model_copy(update={"data_dir": tmp_path, "learn_volume_clicks": 3000, "learn_volume_share": 0,
                                            "learn_interval_s": 0, "learn_new_items_s": 0, "learn_min_clicks": 500})
     shutil.copytree(bundle.path, settings.models_dir / bundle.version)
     ModelRegistry(settings.models_dir).promote(bundle.version)
@@ -166,6 +197,20 @@ def test_the_learner_triggers_gates_promotes_and_moves_its_cursor(champion, tmp_
     assert len(read(learner.state.trained_through)) == len(holdout)
     learner2 = Learner(settings, read, config=FAST, log=lambda _: None)  # a restart keeps the cursor
     assert learner2.state.trained_through == pytest.approx(cut)
+
+
+def test_the_volume_trigger_scales_with_the_champion_unless_an_absolute_bound_is_lower(tmp_path: Path) -> None:
+    from streamrec.settings import Settings
+
+    def threshold(**knobs: float) -> float:
+        settings = Settings(data_dir=tmp_path, **{"learn_volume_share": 0, "learn_volume_clicks": 0, **knobs})
+        return Learner(settings, lambda since: None, log=lambda _: None).volume_threshold(200_000)
+
+    assert threshold(learn_volume_share=0.1) == pytest.approx(20_000)  # 10% of the champion's clicks
+    assert threshold(learn_volume_share=0.1, learn_volume_clicks=5_000) == 5_000  # the lower one fires
+    assert threshold(learn_volume_share=0.1, learn_volume_clicks=50_000) == pytest.approx(20_000)
+    assert threshold() == float("inf")  # both off: never
+    assert Settings(data_dir=tmp_path).learn_volume_clicks == 0  # default: relative only
 
 
 def test_history_features_are_the_trending_counts_at_each_rows_own_time() -> None:
