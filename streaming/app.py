@@ -99,9 +99,11 @@ def create_app(settings: Settings) -> faust.App:
     item_processor = ItemBatchProcessor(store, items)
     within = settings.flush_interval_ms / 1000
 
-    async def processed(records: Iterable[tuple[str, int, int, float]]) -> None:
-        """Record a processed batch; fetch again what Faust skipped before it (streaming.progress)."""
-        for topic, partition, offset in progress.done(records):
+    async def processed(records: Iterable[tuple[str, int, int, float]],
+                        holes: Iterable[tuple[str, int, int]] = ()) -> None:
+        """Record a processed batch; fetch again what Faust skipped before it (streaming.progress),
+        `holes` being those `progress.expect` found before the batch was processed."""
+        for topic, partition, offset in [*holes, *progress.done(records)]:
             await app.consumer.seek(faust.types.TP(topic, partition), offset)
 
     @app.agent(clicks, name="sessions")
@@ -129,8 +131,10 @@ def create_app(settings: Settings) -> faust.App:
                     record = RawRecord(e.value, e.message.partition, e.message.offset, e.message.topic)
                     await send_dead_letter(dead_letter_record(record, f"impression: {invalid}"))
                     metrics.INVALID_IMPRESSIONS.inc()
+            positions = [_position(e) for e in events]
+            holes = progress.expect(positions)  # known while attributing: a later impression proves nothing then
             await attribution.record(impressions=valid)
-            await processed([_position(e) for e in events])
+            await processed(positions, holes)
 
     @app.timer(interval=1.0)
     async def decide_settled_clicks() -> None:

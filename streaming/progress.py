@@ -73,16 +73,39 @@ class SourceProgress:
                 self._gap(topic, partition, p, offset, ts, rewinds)
         return rewinds
 
+    def expect(self, records: Iterable[tuple[str, int, int, float]]) -> list[tuple[str, int, int]]:
+        """Before a batch is processed: register the holes it leaves (a record beyond the cursor), so
+        that `rewinding` says so while the batch is processed; returns the rewinds to make once it
+        is. (Found after the batch, the attribution took the batch as read in order: a later
+        impression decided a click whose own impression was in the hole.) `done` still advances
+        the cursors."""
+        rewinds: list[tuple[str, int, int]] = []
+        cursors: dict[tuple[str, int], int] = {}
+        for topic, partition, offset, _ in records:
+            p = self.partitions.get((topic, partition))
+            if p is None or p.next is None:
+                continue  # no start known: `done` takes the first record as the cursor
+            cursor = cursors.get((topic, partition), p.next)
+            if offset == cursor:
+                cursors[(topic, partition)] = offset + 1
+            elif offset > cursor and p.rewound_to != cursor:
+                self._rewind(topic, partition, p, cursor, offset, rewinds)
+        return rewinds
+
+    def _rewind(self, topic: str, partition: int, p: Partition, cursor: int, offset: int,
+                rewinds: list[tuple[str, int, int]]) -> None:
+        p.rewound_to, p.rewound_at = cursor, self.monotonic()
+        rewinds.append((topic, partition, cursor))
+        metrics.OFFSETS_REWOUND.labels(topic).inc(offset - cursor)
+        log.warning("%s[%d]: offsets %d..%d were skipped unprocessed; fetching them again",
+                    topic, partition, cursor, offset - 1)
+
     def _gap(self, topic: str, partition: int, p: Partition, offset: int, ts: float,
              rewinds: list[tuple[str, int, int]]) -> None:
         assert p.next is not None
         now = self.monotonic()
         if p.rewound_to != p.next:
-            p.rewound_to, p.rewound_at = p.next, now
-            rewinds.append((topic, partition, p.next))
-            metrics.OFFSETS_REWOUND.labels(topic).inc(offset - p.next)
-            log.warning("%s[%d]: offsets %d..%d were skipped unprocessed; fetching them again",
-                        topic, partition, p.next, offset - 1)
+            self._rewind(topic, partition, p, p.next, offset, rewinds)
         elif now - p.rewound_at > self.gap_grace_s:  # still there after the refetch: no such offsets
             metrics.OFFSETS_SKIPPED.labels(topic).inc(offset - p.next)
             log.warning("%s[%d]: offsets %d..%d do not exist (compaction or transaction markers)",

@@ -112,6 +112,36 @@ def unrewarded(settings: Settings, impressions: list) -> list[dict]:
     return missing
 
 
+def surplus(settings: Settings, impressions: list, experiment: str) -> list[dict]:
+    """Rewards the attribution counted for an impression that was not the latest one its session
+    was served before the rewarding click, with the impressions in between."""
+    import redis
+
+    from streamrec.arm_stats import REWARD_LOG
+
+    by_request = {}
+    for record in impressions:
+        impression = Impression.from_bytes(record.value)
+        if not impression.shadow:
+            by_request[impression.request_id] = (impression, record)
+    served: dict[str, list] = {}
+    for impression, record in by_request.values():
+        served.setdefault(impression.session_id, []).append((impression, record))
+    wrong = []
+    for _, fields in redis.Redis.from_url(settings.redis_url).xrange(REWARD_LOG):
+        entry = {k.decode(): v.decode() for k, v in fields.items()}
+        if entry["experiment"] != experiment or entry["request_id"] not in by_request:
+            continue
+        impression, record = by_request[entry["request_id"]]
+        click_ts = float(entry["click_ts"])
+        latest = max((i for i, _ in served[impression.session_id] if i.ts <= click_ts), key=lambda i: i.ts)
+        if latest.request_id != impression.request_id:
+            wrong.append({"rewarded": f"{record.partition}:{record.offset}", "impression_ts": impression.ts,
+                          "click_ts": click_ts, "latest_before_click": latest.request_id,
+                          "latest_at": f"{by_request[latest.request_id][1].partition}:{by_request[latest.request_id][1].offset}"})
+    return wrong
+
+
 def test_rewards_equal_the_simulators_count_after_a_worker_sigkill(settings: Settings) -> None:
     experiment = ModelRegistry(settings.models_dir).set_routing(RoutingConfig("single")).experiment
     champion = ModelRegistry(settings.models_dir).champion()
@@ -167,6 +197,8 @@ def test_rewards_equal_the_simulators_count_after_a_worker_sigkill(settings: Set
           f"per partition {per_partition}; the worker's lag per partition {lag}; the restarted worker read {read} and fetched again what Faust dropped: {rewound})")
     if clicked_later[champion] != simulated:
         print(f"rewards the worker never counted: {unrewarded(settings, records)}")
+        print(f"rewards counted for an earlier impression: {surplus(settings, records, experiment)}")
+        print(process.log_tail(WORKER, settings, lines=80))
     if impressions_later[champion] != steps:
         print(f"impressions the worker never counted: {uncounted(settings, records)}")
         print(process.log_tail(WORKER, settings, lines=80))

@@ -14,9 +14,25 @@ def watermark(up_s: float) -> ImpressionWatermark:
     return mark
 
 
-def test_nothing_known_yet_holds_clicks_back_during_the_grace_period_only() -> None:
+def test_nothing_assigned_yet_holds_clicks_back_however_long_it_takes() -> None:
     assert watermark(up_s=5)() == 0.0
-    assert watermark(up_s=31)() == 10_000.0
+    mark = watermark(up_s=31)
+    mark.update({})  # the consumer runs but waits for its assignment (a dead member's session)
+    assert mark() == 0.0
+    mark.update({0: 0, 1: 0}, {0: 9_000.0, 1: 9_500.0})
+    assert mark() == 10_000.0
+
+
+def test_a_rebalance_holds_the_clock_where_it_was_until_partitions_are_assigned_again() -> None:
+    now = [10_000.0]
+    mark = ImpressionWatermark(grace_s=30.0, clock=lambda: now[0], monotonic=lambda: 100.0)
+    mark.update({0: 0, 1: 4}, {0: 9_990.0, 1: 9_900.0})
+    assert mark() == 9_900.0
+    mark.update({})  # revoked: clicks read before must wait for what is still unread
+    now[0] = 20_000.0
+    assert mark() == 9_900.0
+    mark.update({0: 0, 1: 0}, {0: 19_990.0, 1: 19_995.0})
+    assert mark() == 20_000.0
 
 
 def test_a_partition_behind_holds_the_clock_at_its_latest_impression() -> None:

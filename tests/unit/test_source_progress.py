@@ -92,3 +92,20 @@ def test_a_hole_counts_as_unread_even_past_a_stale_highwater_and_is_reported_liv
     assert p.rewinding("imps") == {0: 110.0} and p.rewinding("clicks") == {}
     p.done(records("imps", 0, range(11, 16)))
     assert p.rewinding("imps") == {} and p.unread("imps", 0, 12) == 0
+
+
+def test_a_hole_is_known_before_the_batch_past_it_is_processed() -> None:
+    p = progress()
+    p.done(records("imps", 0, [10]))
+    batch = records("imps", 0, [11, 12, 20, 21])  # Faust dropped 13..19
+    rewound = metrics.OFFSETS_REWOUND.labels("imps")._value.get()
+    assert p.expect(batch) == [("imps", 0, 13)]
+    assert p.rewinding("imps") == {0: 110.0}  # what the attribution sees while the batch is processed
+    assert p.expect(batch) == []  # one rewind per hole
+    assert p.done(batch) == []  # registered already: done only advances the cursor
+    assert metrics.OFFSETS_REWOUND.labels("imps")._value.get() - rewound == 7
+    assert p.unread("imps", 0, 22) == 22 - 13 and p.read_ts("imps", 0) == 112.0
+    assert p.expect(records("imps", 0, range(13, 22))) == []  # the refetch
+    p.done(records("imps", 0, range(13, 22)))
+    assert p.rewinding("imps") == {} and p.unread("imps", 0, 22) == 0
+    assert p.expect(records("imps", 1, [40])) == []  # no cursor yet: nothing to compare with
