@@ -143,12 +143,16 @@ class Settings(BaseSettings):
     learn_min_clicks: int = Field(
         2_000, ge=1, description="No version (whatever the trigger) from fewer new clicks than this.")
     learn_on_drift: bool = Field(True, description="Drift trigger: a new version when measured drift fires.")
+    learn_refit_on_drift: bool = Field(
+        True, description="A version drift triggered refits the item embeddings from scratch (the champion's "
+        "algorithm and size) instead of continuing them; every other part stays warm.")
     learn_new_items_s: float = Field(
         60.0, ge=0, description="New items: a light version (no ranker update) at most this long after the "
         "stream's first click on an item the champion does not know; 0 = off.")
     learn_holdout_share: float = Field(
-        0.2, gt=0, lt=1, description="The newest share of the new clicks that the gate tests both versions on; "
-        "the candidate never trains on it (the next version does).")
+        0.2, gt=0, lt=1, description="The most of the new clicks the gate tests both versions on: the newest "
+        "clicks that hold 1.1 × `STREAMREC_LEARN_GATE_CASES` next-item cases, up to this share. The candidate "
+        "never trains on them (the next version does, and its ranker continues on the gate's examples).")
     learn_gate_margin: float = Field(
         0.5, ge=0, description="The gate promotes a candidate whose hold-out HR@20 is at most this many points "
         "below the champion's.")

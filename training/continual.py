@@ -12,8 +12,9 @@ fits every generator and the ranker from nothing. The stateful path starts from 
 - session-kNN: its memory (the champion's sessions, `SessionKNN.memory`) gains the window's
   sessions, capped to the newest `memory_sessions`;
 - the FAISS index is rebuilt over the refined vectors (seconds, with its recall re-measured);
-- the ranker continues the champion's booster (`init_model`) with examples cut from the window,
-  their candidates from the champion's generators, which never saw the window (no leakage).
+- the ranker continues the champion's booster (`init_model`) on fresh examples whose candidates
+  come from a version that never saw them (no leakage): the last gate's hold-out, which the
+  learner keeps, or else cases cut from the window with the champion's generators.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from candidates.bundle import ModelBundle
-from candidates.features import FEATURE_NAMES
+from candidates.features import FEATURE_NAMES, STREAMING_FEATURES
 from candidates.index import CandidateIndex, build_index
 from candidates.ranker_model import RankerModel
 from candidates.session_knn import SessionKNN
@@ -38,6 +39,7 @@ from training.covisitation import build_covisitation, merge_covisitation
 from training.embeddings import fit_item_factors, normalise, session_item_matrix
 from training.generators import N_POPULAR
 from training.popularity import item_popularity, recent_item_popularity
+from training.ranker import Examples
 
 
 MIN_RANKER_CASES = 200  # fewer labelled cases than this: the champion's ranker is kept as it is
@@ -52,6 +54,10 @@ class WarmStart:
     # parameters and fewer iterations (ALS sweeps; BPR epochs of SGD over the memory).
     als_iterations: int = 3
     bpr_iterations: int = 20
+    # Refit the embeddings from scratch (the champion's algorithm and size, its full iterations, no
+    # algorithm search) instead: the learner asks for it when drift fired. Warm BPR leaves known
+    # items within a cosine of ~0.99 of the champion's vectors, and drift says those are out of date.
+    refit_embeddings: bool = False
     # Old counts (co-visitation, popularity) weigh 0.5 ** (new clicks / half-life): forgetting per
     # click, not per version, so it does not depend on how often the triggers fire. None: no
     # forgetting, the counts a full retrain on all the data would have. (A per-version 0.8 left the
@@ -112,12 +118,15 @@ def warm_embeddings(champion: ModelArtifacts, memory: Interactions, item_ids: np
     item_means = matrix.T @ session_vectors
     init[~known] = normalise(np.asarray(item_means[~known]))
     algorithm = champion.meta.get("algorithm", "als")
-    iterations = config.bpr_iterations if algorithm == "bpr" else config.als_iterations
-    vectors = fit_item_factors(matrix, algorithm, champion.dim, iterations=iterations, init=init)
+    if config.refit_embeddings:  # a new space: only items the memory holds can be placed in it
+        vectors = fit_item_factors(matrix, algorithm, champion.dim)
+    else:
+        iterations = config.bpr_iterations if algorithm == "bpr" else config.als_iterations
+        vectors = fit_item_factors(matrix, algorithm, champion.dim, iterations=iterations, init=init)
     in_memory = np.asarray(matrix.sum(axis=0)).ravel() > 0
     vectors[~in_memory] = init[~in_memory]  # nothing to refine them with: keep what was known
     drift = np.einsum("ij,ij->i", vectors[known & in_memory], init[known & in_memory])
-    return vectors, {"algorithm": algorithm, "new_items": int((~known).sum()),
+    return vectors, {"algorithm": algorithm, "refit": config.refit_embeddings, "new_items": int((~known).sum()),
                      "refined_items": int((known & in_memory).sum()),
                      "kept_items": int((known & ~in_memory).sum()),
                      "median_cosine_to_champion": round(float(np.median(drift)), 4) if len(drift) else None}
@@ -145,8 +154,10 @@ def _window(parent: dict[str, Any], window: Interactions) -> dict[str, Any]:
 
 def warm_start(champion: ModelBundle, window: Interactions, *, version: str, path: Path,
                config: WarmStart = WarmStart(), decay: float = 0.7, ann_k: int = 100, max_session_items: int = 50,
-               log: Callable[[str], None] = print) -> ModelBundle:
+               examples: Examples | None = None, log: Callable[[str], None] = print) -> ModelBundle:
     """A new version from `champion` and the new clicks in `window` (not yet saved: call `.save()`).
+    `examples`: ranker examples of the window's freshest cases that no version trained on (the last
+    gate's hold-out); without them the ranker's are cut from the window.
     Its `artifacts.meta["continual"]` says what was kept, refined and added, and how long each step took."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -201,7 +212,7 @@ def warm_start(champion: ModelBundle, window: Interactions, *, version: str, pat
     t = lap("index", t)
     bundle = ModelBundle(artifacts, CandidateIndex(index, info), knn)
     ranker_report = continue_ranker(champion, window, bundle, config, decay=decay, ann_k=ann_k,
-                                    max_session_items=max_session_items, log=log)
+                                    max_session_items=max_session_items, examples=examples, log=log)
     lap("ranker", t)
     timings["total"] = round(time.perf_counter() - started, 2)
     artifacts.meta["continual"] = {"config": asdict(config), "window_clicks": int(window.n_clicks),
@@ -228,13 +239,15 @@ def streaming_features(bundle: ModelBundle, clicks: Interactions):
 
 
 def continue_ranker(champion: ModelBundle, window: Interactions, bundle: ModelBundle, config: WarmStart, *,
-                    decay: float, ann_k: int, max_session_items: int,
+                    decay: float, ann_k: int, max_session_items: int, examples: Examples | None = None,
                     log: Callable[[str], None]) -> dict[str, Any]:
     """Continue the champion's ranker on the window (sets `bundle.ranker`); returns its report.
-    Examples come from the champion's generators (fitted before the window: leakage-free); early
-    stopping on the window's newest sessions. Without a champion ranker, or with a window too small
-    to cut examples from, the champion's ranker is kept as it is."""
-    from training.ranker import add_streaming, build_examples, fit_lambdarank, ranking_quality
+    Examples come from the champion's generators (fitted before the window: leakage-free), or are
+    `examples` given (the last gate's hold-out: a version that never trained on it proposed the
+    candidates, and cutting them again cost ~12 s of a ~45 s Diginetica version); early stopping on
+    the newest cases. Without a champion ranker, or with a window too small to cut examples from,
+    the champion's ranker is kept as it is."""
+    from training.ranker import add_streaming, build_examples, fit_lambdarank, ranking_quality, split_cases
 
     if champion.ranker is None:
         return {"kept": "champion has no ranker"}
@@ -248,14 +261,19 @@ def continue_ranker(champion: ModelBundle, window: Interactions, bundle: ModelBu
     if window.n_sessions < 20:
         report["kept"] = f"window of {window.n_sessions} sessions is too small to continue on"
         return report
-    train_part, valid_part = split_by_time(window, 0.3)
-    generators = champion.generators(ann_k)
-    try:
-        train = build_examples(generators, train_part, config.ranker_train_cases, decay, max_session_items, 0)
-        valid = build_examples(generators, valid_part, config.ranker_valid_cases, decay, max_session_items, 1)
-    except ValueError as error:  # no case has its label among the champion's candidates
-        report["kept"] = str(error)
-        return report
+    reused = examples is not None and len(examples.groups) >= MIN_RANKER_CASES * 3 // 2
+    report["examples"] = "the last gate's hold-out" if reused else "cut from the window"
+    if reused:  # their streaming features were counted at the gate, point-in-time
+        train, valid = split_cases(examples, 1 / 3)
+    else:
+        train_part, valid_part = split_by_time(window, 0.3)
+        generators = champion.generators(ann_k)
+        try:
+            train = build_examples(generators, train_part, config.ranker_train_cases, decay, max_session_items, 0)
+            valid = build_examples(generators, valid_part, config.ranker_valid_cases, decay, max_session_items, 1)
+        except ValueError as error:  # no case has its label among the champion's candidates
+            report["kept"] = str(error)
+            return report
     if len(train.groups) < MIN_RANKER_CASES or len(valid.groups) < MIN_RANKER_CASES // 2:
         report["kept"] = (f"{len(train.groups)} train / {len(valid.groups)} valid cases with the label among the "
                           f"candidates: too few to continue the ranker on")
@@ -265,10 +283,14 @@ def continue_ranker(champion: ModelBundle, window: Interactions, bundle: ModelBu
         def predict(self, features: np.ndarray) -> np.ndarray:
             return champion.ranker.booster.predict(features[:, columns])
 
-    streaming = streaming_features(champion, window)
-    add_streaming(train, streaming)
-    add_streaming(valid, streaming)
-    report["streaming_features"] = streaming is not None
+    if reused:
+        columns_streaming = [FEATURE_NAMES.index(name) for name in STREAMING_FEATURES]
+        report["streaming_features"] = bool(train.features[:, columns_streaming].any())
+    else:
+        streaming = streaming_features(champion, window)
+        add_streaming(train, streaming)
+        add_streaming(valid, streaming)
+        report["streaming_features"] = streaming is not None
     before = ranking_quality(Champion().predict(valid.features), valid)
     fitted = fit_lambdarank(train, valid, columns, 0, threads=config.ranker_threads, log=log,
                             name="ranker (continued)", init_model=champion.ranker.booster,

@@ -17,6 +17,7 @@ import numpy as np
 from candidates.bundle import ModelBundle
 from candidates.features import FEATURE_NAMES
 from streamrec.interactions import Interactions
+from training.ranker import Examples
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,15 @@ class GateDecision:
                 f"(margin {self.margin}) on {self.cases:,} fresh cases")
 
 
-def version_quality(bundle: ModelBundle, data: Interactions, *, max_cases: int = 5000, decay: float = 0.7,
-                    ann_k: int = 100, max_session_items: int = 50, seed: int = 0,
-                    history: Interactions | None = None) -> dict[str, float]:
-    """HR/MRR/NDCG@20 (percent) of `bundle` on the next-item cases of `data` (sampled to
-    `max_cases`, the same cases for every bundle given the same seed), and their count.
+def holdout_examples(bundle: ModelBundle, data: Interactions, *, max_cases: int = 5000, decay: float = 0.7,
+                     ann_k: int = 100, max_session_items: int = 50, seed: int = 0,
+                     history: Interactions | None = None) -> Examples:
+    """`bundle`'s candidates and features for the next-item cases of `data` (sampled to `max_cases`,
+    the same cases for every bundle given the same seed), streaming features included.
     `history`: the clicks the streaming features are counted from (default `data`), when the
     ranker reads them and the clicks have real time."""
     from training.continual import streaming_features
-    from training.ranker import Examples, add_streaming, build_examples, ranking_quality
+    from training.ranker import add_streaming, build_examples
 
     try:
         examples = build_examples(bundle.generators(ann_k), data, max_cases, decay, max_session_items, seed)
@@ -65,6 +66,13 @@ def version_quality(bundle: ModelBundle, data: Interactions, *, max_cases: int =
                             np.zeros(0, np.int64), cases, np.zeros(0, np.int64), np.zeros(0))
     add_streaming(examples, streaming_features(bundle, history if history is not None else data)
                   if len(examples.labels) else None)
+    return examples
+
+
+def examples_quality(bundle: ModelBundle, examples: Examples) -> dict[str, float]:
+    """HR/MRR/NDCG@20 (percent) of `bundle`'s ranker on its own `examples`, and their case count."""
+    from training.ranker import ranking_quality
+
     if bundle.ranker is not None:
         columns = [FEATURE_NAMES.index(name) for name in bundle.ranker.features]
         scores = bundle.ranker.booster.predict(examples.features[:, columns]) if len(examples.labels) else np.zeros(0)
@@ -73,10 +81,25 @@ def version_quality(bundle: ModelBundle, data: Interactions, *, max_cases: int =
     return {**ranking_quality(scores, examples), "cases": int(examples.cases)}
 
 
+def version_quality(bundle: ModelBundle, data: Interactions, **options: Any) -> dict[str, float]:
+    """HR/MRR/NDCG@20 (percent) of `bundle` on the next-item cases of `data` (`holdout_examples`'s options)."""
+    return examples_quality(bundle, holdout_examples(bundle, data, **options))
+
+
+def scored_gate(candidate: ModelBundle, champion: ModelBundle, holdout: Interactions, *, margin: float,
+                metric: str = "HR@20", **options: Any) -> tuple[GateDecision, dict[str, Examples]]:
+    """The decision and both versions' hold-out examples (by version): fresh examples no version has
+    trained on, which the next version's ranker continues on (training.continual) instead of cutting
+    its own."""
+    examples = {bundle.version: holdout_examples(bundle, holdout, **options) for bundle in (candidate, champion)}
+    ours, theirs = (examples_quality(bundle, examples[bundle.version]) for bundle in (candidate, champion))
+    decision = GateDecision(candidate.version, champion.version, metric, ours[metric], theirs[metric], margin,
+                            ours["cases"], ours[metric] >= theirs[metric] - margin,
+                            datetime.now(timezone.utc).isoformat(timespec="seconds"), ours, theirs)
+    return decision, examples
+
+
 def gate(candidate: ModelBundle, champion: ModelBundle, holdout: Interactions, *, margin: float,
          metric: str = "HR@20", **options: Any) -> GateDecision:
     """Score both versions on `holdout` and decide (see the module docstring)."""
-    ours, theirs = version_quality(candidate, holdout, **options), version_quality(champion, holdout, **options)
-    return GateDecision(candidate.version, champion.version, metric, ours[metric], theirs[metric], margin,
-                        ours["cases"], ours[metric] >= theirs[metric] - margin,
-                        datetime.now(timezone.utc).isoformat(timespec="seconds"), ours, theirs)
+    return scored_gate(candidate, champion, holdout, margin=margin, metric=metric, **options)[0]

@@ -2,9 +2,9 @@
 
 Every `learn_check_s` the learner reads the clicks archived since its cursor, measures drift
 against the champion's own training window, and checks its triggers (schedule, volume, drift, new
-items). A triggered check splits the new clicks by time: the newest `learn_holdout_share` is the
-hold-out, the rest trains a candidate warm-started from the champion (training.continual). The gate
-(training.gate) scores both on the hold-out, and a passed candidate is promoted through the
+items). A triggered check splits the new clicks by time: the newest clicks that give the gate its
+`learn_gate_cases` cases (at most `learn_holdout_share` of them) are the hold-out, the rest trains a
+candidate warm-started from the champion (training.continual). The gate (training.gate) scores both on the hold-out, and a passed candidate is promoted through the
 registry (or becomes a bandit arm). The cursor then moves to the hold-out's start, so every click
 is tested before it is trained on, and trained on exactly once. Decisions are written with the
 candidate (`meta.json` "gate") and appended to `LEARN_LOG.jsonl`; the latest check is
@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ from streamrec.settings import Settings
 from training.continual import WarmStart, warm_start
 from training.drift import DriftReport, ItemShift, RewardDrift, UnknownItems, check_drift
 from training.drift_metrics import DriftGauges
-from training.gate import gate
+from training.gate import scored_gate
+from training.ranker import Examples
 
 STATE = "LEARN_STATE.json"  # the cursor and the last version's time
 STATUS = LEARN_STATUS  # the latest check (operations page)
@@ -104,6 +105,7 @@ class Check:
     gate: dict[str, Any] = field(default_factory=dict)
     promoted: bool = False
     cpu_s: float = 0.0
+    gate_cpu_s: float = 0.0  # of cpu_s: scoring both versions on the hold-out
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +115,24 @@ class Check:
 def new_version_name(parent: str, clicks: int, now: datetime) -> str:
     digest = hashlib.sha1(f"{parent}:{clicks}:{now.isoformat()}".encode()).hexdigest()[:7]
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-c{digest}"
+
+
+HOLDOUT_CASES_MARGIN = 1.1  # hold-out cases per gate case, for ties at the cut time
+
+
+def holdout_share(window: Interactions, share: float, cases: int | None) -> float:
+    """The share of the window to hold out: the fewest newest clicks that hold `cases` next-item
+    cases (× a margin; a click is a case when its session has an earlier click among them), at
+    most `share`. What is held out is trained on one version later only, so a larger hold-out than
+    the gate needs leaves the champion behind the stream for nothing."""
+    if not cases or not len(window):
+        return share
+    sessions = window.session_codes()[np.argsort(-window.timestamps, kind="stable")]  # newest click first
+    opens = np.zeros(len(sessions), dtype=bool)  # the first time a session is met, reading back in time
+    opens[np.unique(sessions, return_index=True)[1]] = True
+    held_cases = np.arange(1, len(sessions) + 1) - np.cumsum(opens)  # the m newest clicks: m - their sessions
+    held = int(np.searchsorted(held_cases, cases * HOLDOUT_CASES_MARGIN)) + 1
+    return min(share, held / len(window))
 
 
 def split_holdout(window: Interactions, share: float) -> tuple[Interactions, Interactions, float]:
@@ -133,6 +153,9 @@ class Learner:
         self.registry = ModelRegistry(settings.models_dir)
         self.state = LearnState.load(settings.models_dir)
         self.first_unknown_at: float | None = None  # wall time a click on an unknown item was first read
+        # the last gate's hold-out examples of the version that stayed or became champion: the next
+        # warm version's ranker continues on them (in memory: a restarted learner cuts its own)
+        self.fresh_examples: Examples | None = None
 
     def volume_threshold(self, champion_clicks: int) -> float:
         """New clicks that fire the volume trigger: the smaller of the relative and the absolute setting
@@ -194,18 +217,26 @@ class Learner:
         hold-out's start. A light version (new items: embeddings, generators and index, the ranker
         kept) only overlays the window on its base, so the next version still trains on all of it."""
         s = self.settings
-        train_part, holdout, cut = split_holdout(window, s.learn_holdout_share)
+        train_part, holdout, cut = split_holdout(window, holdout_share(window, s.learn_holdout_share,
+                                                                       s.learn_gate_cases))
         light = check.triggers == ["new_items"]
         config = WarmStart(**{**asdict(self.config), "ranker_rounds": 0, "als_iterations": 1}) if light else self.config
+        if not light and s.learn_refit_on_drift and "drift" in check.triggers:
+            config = replace(config, refit_embeddings=True)
         base = self.base_of(champion)
         now = datetime.now(timezone.utc)
         version = new_version_name(base.version, len(train_part), now)
         candidate = warm_start(base, train_part, version=version, path=s.models_dir / version, config=config,
                                decay=s.recency_decay, ann_k=s.candidates_k, max_session_items=s.max_session_items,
-                               log=self.log)
-        decision = gate(candidate, champion, holdout, margin=s.learn_gate_margin, decay=s.recency_decay,
-                        ann_k=s.candidates_k, max_session_items=s.max_session_items,
-                        max_cases=s.learn_gate_cases, history=window)
+                               examples=None if light else self.fresh_examples, log=self.log)
+        if not light:
+            self.fresh_examples = None  # used once: the next version gets this gate's
+        gate_started = time.process_time()
+        decision, examples = scored_gate(candidate, champion, holdout, margin=s.learn_gate_margin,
+                                         decay=s.recency_decay, ann_k=s.candidates_k,
+                                         max_session_items=s.max_session_items, max_cases=s.learn_gate_cases,
+                                         history=window)
+        check.gate_cpu_s = round(time.process_time() - gate_started, 2)
         check.version, check.kind, check.gate = version, "light" if light else "warm", decision.to_dict()
         candidate.artifacts.meta["continual"]["kind"] = check.kind
         candidate.artifacts.meta["gate"] = {**decision.to_dict(), "triggers": check.triggers}
@@ -219,6 +250,7 @@ class Learner:
         else:
             self.registry.retire(version)
         self.first_unknown_at = None if decision.passed else check.at  # a rejected light version waits again
+        self.fresh_examples = examples[version if decision.passed else champion.version]
         moved = decision.passed and not light
         self.state = LearnState(trained_through=cut if moved else self.state.trained_through,
                                 last_version_at=check.at, versions=self.state.versions + 1,

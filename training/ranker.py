@@ -38,6 +38,23 @@ class Examples:
     times: np.ndarray
 
 
+def split_cases(examples: Examples, newest_share: float) -> tuple[Examples, Examples]:
+    """(older cases, the newest `newest_share` of them) by case time; cases whose label no generator
+    found are shared out in proportion."""
+    starts = np.concatenate(([0], np.cumsum(examples.groups)[:-1])).astype(np.int64)
+    case_times = examples.times[starts] if len(starts) else np.zeros(0)
+    newest = np.zeros(len(starts), dtype=bool)
+    newest[np.argsort(case_times, kind="stable")[len(starts) - int(round(len(starts) * newest_share)):]] = True
+    row_newest = np.repeat(newest, examples.groups)
+
+    def part(cases: np.ndarray, rows: np.ndarray) -> Examples:
+        share = cases.sum() / max(1, len(cases))
+        return Examples(examples.features[rows], examples.labels[rows], examples.groups[cases],
+                        int(round(examples.cases * share)), examples.item_ids[rows], examples.times[rows])
+
+    return part(~newest, ~row_newest), part(newest, row_newest)
+
+
 def split_three(data: Interactions) -> tuple[Interactions, Interactions, Interactions]:
     from streamrec.interactions import split_by_time
 

@@ -17,7 +17,7 @@ from streamrec.synthetic import generate_sessions
 from training.continual import WarmStart, concat, warm_start
 from training.covisitation import build_covisitation, merge_covisitation
 from training.gate import gate, version_quality
-from training.learn import Learner, split_holdout
+from training.learn import Learner, holdout_share, split_holdout
 
 FAST = WarmStart(ranker_train_cases=1500, ranker_valid_cases=800, ranker_rounds=30)
 
@@ -82,6 +82,34 @@ def test_a_bpr_champion_continues_as_bpr(champion, tmp_path: Path) -> None:
     report = warm.artifacts.meta["continual"]["embeddings"]
     assert report["algorithm"] == "bpr" and warm.artifacts.meta["algorithm"] == "bpr"
     assert report["median_cosine_to_champion"] > 0.5  # refined from the champion's vectors, not redrawn
+
+
+def test_a_drift_triggered_version_refits_the_embeddings_and_keeps_the_rest_warm(champion, tmp_path: Path) -> None:
+    from training.drift import DriftReport, DriftStatistic
+
+    settings, bundle, later = champion
+    warm = warm_start(bundle, later, version="r0", path=tmp_path / "r0", config=WarmStart(ranker_rounds=0),
+                      log=lambda _: None).artifacts.meta["continual"]["embeddings"]
+    refit = warm_start(bundle, later, version="r1", path=tmp_path / "r1",
+                       config=WarmStart(ranker_rounds=0, refit_embeddings=True),
+                       log=lambda _: None).artifacts.meta["continual"]["embeddings"]
+    assert refit["refit"] and not warm["refit"]
+    assert warm["median_cosine_to_champion"] > 0.5 > abs(refit["median_cosine_to_champion"])  # a new space
+
+    import shutil
+
+    settings = settings.model_copy(update={"data_dir": tmp_path / "learn", "learn_volume_share": 0,
+                                           "learn_interval_s": 0, "learn_new_items_s": 0, "learn_min_clicks": 500})
+    shutil.copytree(bundle.path, settings.models_dir / bundle.version)
+    ModelRegistry(settings.models_dir).promote(bundle.version)
+    fired = DriftReport((DriftStatistic("item_shift", 1.0, 0.5, True, "item shift 1.0 > 0.5"),))
+    for refit_on_drift in (True, False):
+        learner = Learner(settings.model_copy(update={"learn_refit_on_drift": refit_on_drift}),
+                          lambda since: later, drift=lambda window, champion: fired, config=FAST, log=lambda _: None)
+        check = learner.check()
+        assert check.triggers == ["drift"]
+        made = ModelBundle.load(settings.models_dir / check.version).artifacts.meta["continual"]["embeddings"]
+        assert made["refit"] == refit_on_drift
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +186,17 @@ def test_the_gate_rejects_a_version_that_is_worse_by_more_than_the_margin(champi
     assert gate(bundle, bundle, later, margin=0.0, max_cases=1000).passed  # equal is not worse
 
 
+def test_the_hold_out_is_as_large_as_the_gate_needs_and_no_larger_than_its_share() -> None:
+    from streamrec.interactions import next_item_rows
+
+    data = generate_sessions(n_sessions=2000, n_items=50, n_topics=5, seed=1)
+    share = holdout_share(data, 0.2, 300)
+    assert share < 0.2
+    _, holdout, _ = split_holdout(data, share)
+    assert 300 * 1.1 <= len(next_item_rows(holdout)[0]) <= 300 * 1.1 + 5
+    assert holdout_share(data, 0.2, 100_000) == 0.2 and holdout_share(data, 0.2, None) == 0.2
+
+
 def test_split_holdout_cuts_by_time_and_loses_no_click() -> None:
     data = generate_sessions(n_sessions=200, n_items=50, n_topics=5, seed=1)
     train, holdout, cut = split_holdout(data, 0.2)
@@ -191,12 +230,49 @@ def test_the_learner_triggers_gates_promotes_and_moves_its_cursor(champion, tmp_
     registry = ModelRegistry(settings.models_dir)
     assert (registry.champion() == check.version) == check.promoted
     assert check.gate["cases"] > 0
-    _, holdout, cut = split_holdout(later, settings.learn_holdout_share)
+    _, holdout, cut = split_holdout(later, holdout_share(later, settings.learn_holdout_share, settings.learn_gate_cases))
     assert learner.state.trained_through == pytest.approx(cut)
     # the hold-out is what the next check reads: tested once, trained on next time
     assert len(read(learner.state.trained_through)) == len(holdout)
     learner2 = Learner(settings, read, config=FAST, log=lambda _: None)  # a restart keeps the cursor
     assert learner2.state.trained_through == pytest.approx(cut)
+    # the gate's hold-out examples of the version that is champion now wait for the next version's ranker
+    assert learner.fresh_examples is not None and learner.fresh_examples.cases == check.gate["cases"]
+    assert learner2.fresh_examples is None  # in memory only: a restarted learner cuts its own
+
+
+def test_split_cases_puts_the_newest_cases_last_and_shares_out_the_misses() -> None:
+    from training.ranker import Examples, split_cases
+
+    groups = np.array([2, 3, 1, 2])
+    case_times = np.array([40.0, 10.0, 30.0, 20.0])  # build order is not time order
+    rows = int(groups.sum())
+    examples = Examples(np.arange(rows, dtype=np.float32)[:, None], np.zeros(rows, np.int32), groups, 8,
+                        np.arange(rows), np.repeat(case_times, groups))
+    older, newest = split_cases(examples, 0.5)
+    assert newest.groups.tolist() == [2, 1] and sorted(set(newest.times.tolist())) == [30.0, 40.0]
+    assert older.groups.tolist() == [3, 2] and newest.features[:, 0].tolist() == [0, 1, 5]
+    assert older.cases + newest.cases == 8 and newest.cases == 4
+
+
+def test_the_ranker_continues_on_the_gates_examples_without_cutting_its_own(champion, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.ranker
+    from training.gate import holdout_examples
+
+    settings, bundle, later = champion
+    window = later.subset_sessions(np.arange(later.n_sessions) < 700)
+    fresh = holdout_examples(bundle, later.subset_sessions(np.arange(later.n_sessions) >= 700), max_cases=1500)
+
+    def no_cutting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("examples were cut from the window although the gate's were given")
+
+    monkeypatch.setattr(training.ranker, "build_examples", no_cutting)
+    new = warm_start(bundle, window, version="v5", path=tmp_path / "v5", config=FAST, examples=fresh,
+                     log=lambda _: None)
+    report = new.artifacts.meta["ranker"]
+    assert report["examples"] == "the last gate's hold-out" and report["continued_from"] == bundle.version
+    assert 0 < report["train_rows"] < len(fresh.labels) and "valid" in report
 
 
 def test_the_volume_trigger_scales_with_the_champion_unless_an_absolute_bound_is_lower(tmp_path: Path) -> None:
