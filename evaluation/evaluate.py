@@ -185,11 +185,13 @@ def served_recommend(recommender, exclude_seen: bool) -> Callable[[list[int], fl
             request_id=f"evaluation-{next(calls)}"))
         recommend.explored += result.explored_position is not None  # type: ignore[attr-defined]
         recommend.explore_ms += result.timings_ms.get("exploration", 0.0)  # type: ignore[attr-defined]
+        recommend.degraded += bool(result.degraded_reasons)  # type: ignore[attr-defined]
         return np.fromiter((item for item, _ in result.items), dtype=np.int64, count=len(result.items))
 
     recommend.takes_time = True  # type: ignore[attr-defined]
     recommend.explored = 0  # type: ignore[attr-defined]
     recommend.explore_ms = 0.0  # type: ignore[attr-defined]
+    recommend.degraded = 0  # type: ignore[attr-defined]  # answers that fell back (budget, failure)
     return recommend
 
 

@@ -13,8 +13,9 @@ fits every generator and the ranker from nothing. The stateful path starts from 
   sessions, capped to the newest `memory_sessions`;
 - the FAISS index is rebuilt over the refined vectors (seconds, with its recall re-measured);
 - the ranker continues the champion's booster (`init_model`) on fresh examples whose candidates
-  come from a version that never saw them (no leakage): the last gate's hold-out, which the
-  learner keeps, or else cases cut from the window with the champion's generators.
+  come from a version that never saw them (no leakage): the recent gates' hold-outs, which the
+  learner pools (older ones replayed, the newest third for early stopping), or else cases cut from
+  the window with the champion's generators.
 """
 
 from __future__ import annotations
@@ -156,8 +157,8 @@ def warm_start(champion: ModelBundle, window: Interactions, *, version: str, pat
                config: WarmStart = WarmStart(), decay: float = 0.7, ann_k: int = 100, max_session_items: int = 50,
                examples: Examples | None = None, log: Callable[[str], None] = print) -> ModelBundle:
     """A new version from `champion` and the new clicks in `window` (not yet saved: call `.save()`).
-    `examples`: ranker examples of the window's freshest cases that no version trained on (the last
-    gate's hold-out); without them the ranker's are cut from the window.
+    `examples`: ranker examples from the recent gates' hold-outs (the learner's pool: the newest
+    third no version trained on); without them the ranker's are cut from the window.
     Its `artifacts.meta["continual"]` says what was kept, refined and added, and how long each step took."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -243,9 +244,9 @@ def continue_ranker(champion: ModelBundle, window: Interactions, bundle: ModelBu
                     log: Callable[[str], None]) -> dict[str, Any]:
     """Continue the champion's ranker on the window (sets `bundle.ranker`); returns its report.
     Examples come from the champion's generators (fitted before the window: leakage-free), or are
-    `examples` given (the last gate's hold-out: a version that never trained on it proposed the
+    `examples` given (the recent gates' hold-outs: versions that had not trained on them proposed the
     candidates, and cutting them again cost ~12 s of a ~45 s Diginetica version); early stopping on
-    the newest cases. Without a champion ranker, or with a window too small to cut examples from,
+    the newest third of the cases. Without a champion ranker, or with a window too small to cut examples from,
     the champion's ranker is kept as it is."""
     from training.ranker import add_streaming, build_examples, fit_lambdarank, ranking_quality, split_cases
 
@@ -262,7 +263,7 @@ def continue_ranker(champion: ModelBundle, window: Interactions, bundle: ModelBu
         report["kept"] = f"window of {window.n_sessions} sessions is too small to continue on"
         return report
     reused = examples is not None and len(examples.groups) >= MIN_RANKER_CASES * 3 // 2
-    report["examples"] = "the last gate's hold-out" if reused else "cut from the window"
+    report["examples"] = "the recent gates' hold-outs" if reused else "cut from the window"
     if reused:  # their streaming features were counted at the gate, point-in-time
         train, valid = split_cases(examples, 1 / 3)
     else:

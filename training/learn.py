@@ -33,7 +33,7 @@ from training.continual import WarmStart, warm_start
 from training.drift import DriftReport, ItemShift, RewardDrift, UnknownItems, check_drift
 from training.drift_metrics import DriftGauges
 from training.gate import scored_gate
-from training.ranker import Examples
+from training.ranker import Examples, concat_examples, newest_cases
 
 STATE = "LEARN_STATE.json"  # the cursor and the last version's time
 STATUS = LEARN_STATUS  # the latest check (operations page)
@@ -153,9 +153,29 @@ class Learner:
         self.registry = ModelRegistry(settings.models_dir)
         self.state = LearnState.load(settings.models_dir)
         self.first_unknown_at: float | None = None  # wall time a click on an unknown item was first read
-        # the last gate's hold-out examples of the version that stayed or became champion: the next
-        # warm version's ranker continues on them (in memory: a restarted learner cuts its own)
+        # the recent gates' hold-out examples of the versions that stayed or became champion (newest
+        # `ranker_pool_cases`): the next warm version's ranker continues on them, validating on the
+        # newest third, which no version trained on (in memory: a restarted learner cuts its own)
         self.fresh_examples: Examples | None = None
+
+    @property
+    def ranker_pool_cases(self) -> int:
+        """Labelled cases the ranker's example pool keeps: as many as it would cut from a window."""
+        return self.config.ranker_train_cases + self.config.ranker_valid_cases
+
+    def ranker_examples(self, cut: float) -> Examples | None:
+        """The pool's cases before the hold-out's `cut` (after a rejected version the pool holds a
+        hold-out that the next, overlapping one may share: the gate must not see trained cases)."""
+        if self.fresh_examples is None:
+            return None
+        return newest_cases(self.fresh_examples, self.ranker_pool_cases, before=cut)
+
+    def pool(self, examples: Examples) -> None:
+        """Add a gate's examples to the pool, keeping the newest `ranker_pool_cases` cases: one
+        hold-out holds ~2,000 labelled cases, too few alone for the ranker (Diginetica's test HR@20 fell
+        0.7 points when each version continued on one hold-out only)."""
+        joined = examples if self.fresh_examples is None else concat_examples(self.fresh_examples, examples)
+        self.fresh_examples = newest_cases(joined, self.ranker_pool_cases)
 
     def volume_threshold(self, champion_clicks: int) -> float:
         """New clicks that fire the volume trigger: the smaller of the relative and the absolute setting
@@ -228,9 +248,7 @@ class Learner:
         version = new_version_name(base.version, len(train_part), now)
         candidate = warm_start(base, train_part, version=version, path=s.models_dir / version, config=config,
                                decay=s.recency_decay, ann_k=s.candidates_k, max_session_items=s.max_session_items,
-                               examples=None if light else self.fresh_examples, log=self.log)
-        if not light:
-            self.fresh_examples = None  # used once: the next version gets this gate's
+                               examples=None if light else self.ranker_examples(cut), log=self.log)
         gate_started = time.process_time()
         decision, examples = scored_gate(candidate, champion, holdout, margin=s.learn_gate_margin,
                                          decay=s.recency_decay, ann_k=s.candidates_k,
@@ -250,7 +268,7 @@ class Learner:
         else:
             self.registry.retire(version)
         self.first_unknown_at = None if decision.passed else check.at  # a rejected light version waits again
-        self.fresh_examples = examples[version if decision.passed else champion.version]
+        self.pool(examples[version if decision.passed else champion.version])
         moved = decision.passed and not light
         self.state = LearnState(trained_through=cut if moved else self.state.trained_through,
                                 last_version_at=check.at, versions=self.state.versions + 1,

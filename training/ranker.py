@@ -41,18 +41,46 @@ class Examples:
 def split_cases(examples: Examples, newest_share: float) -> tuple[Examples, Examples]:
     """(older cases, the newest `newest_share` of them) by case time; cases whose label no generator
     found are shared out in proportion."""
-    starts = np.concatenate(([0], np.cumsum(examples.groups)[:-1])).astype(np.int64)
-    case_times = examples.times[starts] if len(starts) else np.zeros(0)
-    newest = np.zeros(len(starts), dtype=bool)
-    newest[np.argsort(case_times, kind="stable")[len(starts) - int(round(len(starts) * newest_share)):]] = True
-    row_newest = np.repeat(newest, examples.groups)
+    times = case_times(examples)
+    newest = np.zeros(len(times), dtype=bool)
+    newest[np.argsort(times, kind="stable")[len(times) - int(round(len(times) * newest_share)):]] = True
+    return _split(examples, newest)
+
+
+def _split(examples: Examples, chosen: np.ndarray) -> tuple[Examples, Examples]:
+    """(the cases not chosen, the chosen cases): `chosen` is a mask over labelled cases."""
+    row_chosen = np.repeat(chosen, examples.groups)
 
     def part(cases: np.ndarray, rows: np.ndarray) -> Examples:
         share = cases.sum() / max(1, len(cases))
         return Examples(examples.features[rows], examples.labels[rows], examples.groups[cases],
                         int(round(examples.cases * share)), examples.item_ids[rows], examples.times[rows])
 
-    return part(~newest, ~row_newest), part(newest, row_newest)
+    return part(~chosen, ~row_chosen), part(chosen, row_chosen)
+
+
+def concat_examples(*parts: Examples) -> Examples:
+    """One example set from several (cases keep their rows and times)."""
+    return Examples(np.vstack([p.features for p in parts]), np.concatenate([p.labels for p in parts]),
+                    np.concatenate([p.groups for p in parts]), sum(p.cases for p in parts),
+                    np.concatenate([p.item_ids for p in parts]), np.concatenate([p.times for p in parts]))
+
+
+def case_times(examples: Examples) -> np.ndarray:
+    """Each labelled case's time (its prefix's last click), in build order."""
+    starts = np.concatenate(([0], np.cumsum(examples.groups)[:-1])).astype(np.int64)
+    return examples.times[starts] if len(starts) else np.zeros(0)
+
+
+def newest_cases(examples: Examples, max_cases: int, *, before: float | None = None) -> Examples:
+    """The newest `max_cases` labelled cases of `examples` (all of them when fewer), only those at or
+    before `before` when given; cases whose label no generator found are shared out in proportion."""
+    keep = case_times(examples) <= before if before is not None else np.ones(len(examples.groups), bool)
+    if not keep.all():
+        examples = _split(examples, keep)[1]
+    if len(examples.groups) <= max_cases:
+        return examples
+    return split_cases(examples, max_cases / len(examples.groups))[1]
 
 
 def split_three(data: Interactions) -> tuple[Interactions, Interactions, Interactions]:

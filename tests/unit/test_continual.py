@@ -18,6 +18,9 @@ from training.continual import WarmStart, concat, warm_start
 from training.covisitation import build_covisitation, merge_covisitation
 from training.gate import gate, version_quality
 from training.learn import Learner, holdout_share, split_holdout
+from training.ranker import Examples
+
+pytestmark = pytest.mark.slow  # most train a champion and versions from it
 
 FAST = WarmStart(ranker_train_cases=1500, ranker_valid_cases=800, ranker_rounds=30)
 
@@ -237,8 +240,34 @@ def test_the_learner_triggers_gates_promotes_and_moves_its_cursor(champion, tmp_
     learner2 = Learner(settings, read, config=FAST, log=lambda _: None)  # a restart keeps the cursor
     assert learner2.state.trained_through == pytest.approx(cut)
     # the gate's hold-out examples of the version that is champion now wait for the next version's ranker
-    assert learner.fresh_examples is not None and learner.fresh_examples.cases == check.gate["cases"]
+    pool = learner.fresh_examples
+    assert pool is not None and 0 < len(pool.groups) <= learner.ranker_pool_cases
+    assert pool.cases == check.gate["cases"] or len(pool.groups) == learner.ranker_pool_cases
     assert learner2.fresh_examples is None  # in memory only: a restarted learner cuts its own
+
+
+def _gate_examples(times: list[float]) -> Examples:
+    """One labelled case per time, two candidate rows each, and as many cases again with no label found."""
+    rows = 2 * len(times)
+    return Examples(np.zeros((rows, 1), np.float32), np.tile([1, 0], len(times)).astype(np.int32),
+                    np.full(len(times), 2), 2 * len(times), np.arange(rows), np.repeat(np.asarray(times), 2))
+
+
+def test_the_ranker_pool_keeps_the_newest_cases_of_recent_gates_and_none_the_next_gate_sees(tmp_path: Path) -> None:
+    from training.ranker import case_times
+
+    learner = Learner(Settings(data_dir=tmp_path), lambda since: Interactions(np.zeros(0, str), np.zeros(0, np.int64),
+                                                                            np.zeros(0)),
+                      config=WarmStart(ranker_train_cases=3, ranker_valid_cases=2), log=lambda _: None)
+    assert learner.ranker_examples(cut=10.0) is None
+    learner.pool(_gate_examples([1.0, 2.0, 3.0]))
+    learner.pool(_gate_examples([6.0, 4.0, 5.0]))
+    pool = learner.fresh_examples
+    assert sorted(case_times(pool).tolist()) == [2.0, 3.0, 4.0, 5.0, 6.0]  # the newest 5 of both gates
+    assert pool.cases == 10 and len(pool.labels) == 10
+    # a hold-out from 4.5 on (after a rejected version it can overlap the last one): none of its cases
+    assert sorted(case_times(learner.ranker_examples(cut=4.5)).tolist()) == [2.0, 3.0, 4.0]
+    assert len(learner.ranker_examples(cut=0.5).groups) == 0
 
 
 def test_split_cases_puts_the_newest_cases_last_and_shares_out_the_misses() -> None:
@@ -271,7 +300,7 @@ def test_the_ranker_continues_on_the_gates_examples_without_cutting_its_own(cham
     new = warm_start(bundle, window, version="v5", path=tmp_path / "v5", config=FAST, examples=fresh,
                      log=lambda _: None)
     report = new.artifacts.meta["ranker"]
-    assert report["examples"] == "the last gate's hold-out" and report["continued_from"] == bundle.version
+    assert report["examples"] == "the recent gates' hold-outs" and report["continued_from"] == bundle.version
     assert 0 < report["train_rows"] < len(fresh.labels) and "valid" in report
 
 
