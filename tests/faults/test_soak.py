@@ -10,7 +10,7 @@ API's loop watch logs the stack that held its event loop, its GC pauses and Redi
 are printed).
 
 `STREAMREC_SOAK_S` sets the length (at least four minutes): `make soak` runs the full 600 s, CI
-runs 300 s (five minutes). The windows are a minute long whatever the length: a shorter window's
+runs 240 s (four minutes). The windows are a minute long whatever the length: a shorter window's
 p99 rests on too few requests (CI once ran five 24 s windows, and one of them read 42 ms against a
 27 ms median: a few stalls of tens of ms on this 2-core machine, not a degradation over time).
 

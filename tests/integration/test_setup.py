@@ -113,7 +113,9 @@ def test_python_310_setup_unit_tests_and_end_to_end(tmp_path: Path) -> None:
 
     # The unit tests, plus one integration test of the whole path on a real broker and Redis
     # (settings, Feast CLI, worker, API: every Redis round trip goes through streamrec.compat).
-    tested = run([str(venv_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not faults",
+    # Those marked slow (model training for tens of seconds: numerics the interpreter does not change)
+    # are left out to keep CI under 45 minutes; every test module is still collected, i.e. imported.
+    tested = run([str(venv_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not faults and not slow",
                   "tests/unit", "tests/integration/test_end_to_end.py"], repo,
                  {**env, "STREAMREC_KAFKA_LIBS_DIR": str(_shared_kafka_libs())}, TESTS_TIMEOUT_S)
     assert " passed" in tested.stdout and " failed" not in tested.stdout, tested.stdout[-2000:]

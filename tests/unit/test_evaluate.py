@@ -57,6 +57,7 @@ def test_item_knn_recommends_co_occurring_items():
     assert len(ev.ItemKNN(data).recommend([99])) == 0
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end_beats_popularity_and_session_knn(tmp_path):
     from streamrec.settings import Settings
 
@@ -98,6 +99,7 @@ def write_yoochoose(folder: Path, data: Interactions, test_share: float = 0.1) -
     return folder
 
 
+@pytest.mark.slow
 def test_real_time_cases_carry_times_and_the_streaming_ablation_runs(tmp_path):
     from streamrec.settings import Settings
 

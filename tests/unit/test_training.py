@@ -80,6 +80,7 @@ def test_session_item_matrix_is_binary(synthetic: Interactions) -> None:
     assert set(np.unique(matrix.data).tolist()) == {1.0}
 
 
+@pytest.mark.slow
 def test_pipeline_writes_a_complete_version(tmp_path: Path) -> None:
     from training.pipeline import train
 
