@@ -35,6 +35,10 @@ from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# How long the impression clock waits for the broker's partition ends; past it, it holds until the
+# next measurement a second later (a click waits SETTLE_S anyway).
+IMPRESSION_ENDS_TIMEOUT_S = 2.0
+
 
 def create_app(settings: Settings) -> faust.App:
     """Build the worker app for `settings` (one app per process); refuses an unsupported Faust
@@ -154,7 +158,13 @@ def create_app(settings: Settings) -> faust.App:
         """Lag per assigned partition: the highwater of the last fetch minus what the agents have
         processed (no broker request)."""
         lag_reporter.update(consumer_lags(app, progress))
-        watermark.update(*impression_progress(app, progress, settings.impressions_topic))
+
+    @app.timer(interval=1.0)
+    async def measure_impression_progress() -> None:
+        """The impression clock's input, against the partitions' ends as the broker has them now."""
+        measured = await impression_progress(app, progress, settings.impressions_topic)
+        if measured is not None:  # not measured (broker unreachable): the clock holds where it was
+            watermark.update(*measured)
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust web signature
@@ -179,23 +189,29 @@ def consumer_lags(app: faust.App, progress: SourceProgress) -> dict[tuple[str, i
     return progress.lags(((tp.topic, tp.partition) for tp in assigned), highwater)
 
 
-def impression_progress(app: faust.App, progress: SourceProgress, topic: str
-                        ) -> tuple[dict[int, int | None], dict[int, float]]:
+async def impression_progress(app: faust.App, progress: SourceProgress, topic: str
+                              ) -> tuple[dict[int, int | None], dict[int, float], float] | None:
     """For each assigned partition of the impressions topic: the records not yet read contiguously
-    (None where it cannot be known yet: no highwater, or nothing processed since the last seek),
-    and the latest record time read contiguously."""
+    (None where it cannot be known yet: nothing processed since the last seek), the latest record
+    time read contiguously, and the wall time the ends were asked for; None when the broker did not
+    answer within `IMPRESSION_ENDS_TIMEOUT_S`.
+
+    The ends come from the broker (`highwaters`: one ListOffsets request), not from the consumer's
+    last fetch (`highwater`), which is stale while fetching stalls: every impression sent before
+    the returned time is inside them."""
     try:
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
     except Exception:  # noqa: BLE001 - no consumer thread yet (starting or stopping)
-        return {}, {}
-    unread: dict[int, int | None] = {}
-    for tp in assigned:
-        try:
-            high = app.consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - revoked since `assignment()`
-            continue
-        unread[tp.partition] = progress.unread(topic, tp.partition, high)
-    return unread, {p: progress.read_ts(topic, p) for p in unread}
+        return {}, {}, time.time()
+    if not assigned:
+        return {}, {}, time.time()
+    asked_at = time.time()
+    try:
+        ends = await asyncio.wait_for(app.consumer.highwaters(*assigned), IMPRESSION_ENDS_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - broker unreachable or slow, or revoked meanwhile: measure next time
+        return None
+    unread = {tp.partition: progress.unread(topic, tp.partition, ends.get(tp)) for tp in assigned}
+    return unread, {p: progress.read_ts(topic, p) for p in unread}, asked_at
 
 
 def _position(event) -> tuple[str, int, int, float]:  # noqa: ANN001 - a Faust event

@@ -139,8 +139,8 @@ return {new, rewards}
 
 
 class ImpressionWatermark:
-    """The time up to which the worker has read the impression log: the wall clock while every
-    assigned impressions partition is caught up, else the latest impression time read contiguously
+    """The time up to which the worker has read the impression log: the time the partitions' ends
+    were last measured while every assigned impressions partition is caught up, else the latest impression time read contiguously
     (`streaming.progress`: every record before it processed) in the partitions still behind (0 for
     one not read yet). A click is decided `SETTLE_S` after it by this clock, not the wall's: a
     restarted worker working through a backlog would otherwise decide every old click at once,
@@ -157,7 +157,13 @@ class ImpressionWatermark:
     clock holds at its last value while assigned (0 before the first assignment). Taking "nothing
     assigned" as "nothing behind" let a restarted worker, waiting for its assignment, decide the
     dead worker's pending clicks by the wall clock before their impressions were read (the
-    simulation's kill test: 192 rewards counted for 191 rewarded clicks)."""
+    simulation's kill test: 192 rewards counted for 191 rewarded clicks).
+
+    "Caught up" is as of the ends measured at `update(..., at=)` (the worker asks the broker), so
+    the clock goes no further than that moment: an end cached from the consumer's last fetch can be
+    seconds old when fetching stalls (a restarted worker delivering a backlog), and the wall clock
+    then decided clicks whose impressions were in the broker but not fetched (the kill test: 189
+    rewards counted of 196). If the measurements stop (the broker is down), the clock stops too."""
 
     def __init__(self, grace_s: float = 30.0, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
@@ -170,12 +176,16 @@ class ImpressionWatermark:
         self.lags: dict[int, int | None] = {}  # partition -> unread records (None: unknown); empty: none assigned
         self.assigned_at: dict[int, float] = {}  # partition -> monotonic time it was first seen assigned
         self.held = 0.0  # the mark while nothing is assigned: the last one computed while assigned
+        self.checked_at = 0.0  # wall time the partitions' ends were measured at
 
-    def update(self, lags: dict[int, int | None], read: dict[int, float] | None = None) -> None:
-        """Unread records of each assigned impressions partition (`None` where not known yet) and
-        the latest record time read contiguously in each."""
+    def update(self, lags: dict[int, int | None], read: dict[int, float] | None = None,
+               at: float | None = None) -> None:
+        """Unread records of each assigned impressions partition (`None` where not known yet), as
+        of the partitions' ends measured at wall time `at` (default: now), and the latest record
+        time read contiguously in each."""
         if self.lags and not lags:
             self.held = self()  # a rebalance took everything: hold what was known
+        self.checked_at = self.clock() if at is None else at
         at = self.monotonic()
         self.assigned_at = {p: self.assigned_at.get(p, at) for p in lags}
         self.lags = dict(lags)
@@ -184,7 +194,7 @@ class ImpressionWatermark:
     def __call__(self) -> float:
         if not self.lags:
             return self.held
-        now = self.clock()
+        now = min(self.clock(), self.checked_at)
         mono = self.monotonic()
         behind = [self.read.get(p, 0.0) for p, lag in self.lags.items()
                   if (lag or 0) > 0 or (lag is None and mono - self.assigned_at.get(p, mono) < self.grace_s)]

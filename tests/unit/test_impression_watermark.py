@@ -75,3 +75,14 @@ def test_the_grace_for_an_unknown_lag_starts_when_the_partition_is_assigned() ->
     assert mark() == 10_000.0
     mark.update({0: None, 1: None}, {0: 9_000.0, 1: 9_800.0})  # partition 1 assigned by a rebalance: its own grace
     assert mark() == 9_800.0
+
+
+def test_caught_up_moves_the_clock_only_to_when_the_ends_were_measured() -> None:
+    now = [10_000.0]
+    mark = ImpressionWatermark(grace_s=30.0, clock=lambda: now[0], monotonic=lambda: 100.0)
+    mark.update({0: 0, 1: 0}, {0: 9_990.0, 1: 9_995.0}, at=9_999.0)
+    assert mark() == 9_999.0  # not the wall clock: impressions sent after 9,999 are not in those ends
+    now[0] = 10_060.0  # no measurement since (fetching stalled, or the broker is down): the clock waits
+    assert mark() == 9_999.0
+    mark.update({0: 0, 1: 0}, {0: 10_050.0, 1: 10_055.0}, at=10_059.0)
+    assert mark() == 10_059.0
