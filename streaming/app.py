@@ -199,13 +199,13 @@ async def impression_progress(app: faust.App, progress: SourceProgress, topic: s
     The ends come from the broker (`highwaters`: one ListOffsets request), not from the consumer's
     last fetch (`highwater`), which is stale while fetching stalls: every impression sent before
     the returned time is inside them."""
+    asked_at = time.time()
     try:
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
     except Exception:  # noqa: BLE001 - no consumer thread yet (starting or stopping)
-        return {}, {}, time.time()
+        assigned = []
     if not assigned:
-        return {}, {}, time.time()
-    asked_at = time.time()
+        return {}, {}, asked_at
     try:
         ends = await asyncio.wait_for(app.consumer.highwaters(*assigned), IMPRESSION_ENDS_TIMEOUT_S)
     except Exception:  # noqa: BLE001 - broker unreachable or slow, or revoked meanwhile: measure next time
