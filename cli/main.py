@@ -210,8 +210,11 @@ def produce(
     """Replay a dataset's sessions (re-timed to now) or synthetic sessions into the clicks topic."""
     from streaming.producer import ReplayOptions, replay
 
-    result = replay(_settings(), ReplayOptions(dataset=dataset, events=events, rate=rate, speedup=speedup,
-                                               session_prefix=session_prefix, bad_fraction=bad_fraction))
+    try:
+        result = replay(_settings(), ReplayOptions(dataset=dataset, events=events, rate=rate, speedup=speedup,
+                                                   session_prefix=session_prefix, bad_fraction=bad_fraction))
+    except RuntimeError as exc:
+        _fail(str(exc))
     console.print(f"sent {result.sent} events ({result.malformed} malformed) in {result.seconds:.1f}s")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -78,15 +79,28 @@ def replay_events(options: ReplayOptions) -> Iterator[ClickEvent]:
 
 
 def make_producer(settings: Settings) -> KafkaProducer:
-    return KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        linger_ms=2,
-        retries=10,
-        max_in_flight_requests_per_connection=1,  # keeps per-session order across retries
-        request_timeout_ms=10_000,
-        max_block_ms=10_000,
-    )
+    """A producer that waits up to `start_timeout_s` for the broker to answer, so a replay started
+    beside a broker that is still starting (or restarting) waits for it instead of failing.
+
+    kafka-python 2.x fails its bootstrap at once (NoBrokersAvailable), 3.x after its own
+    `bootstrap_timeout_ms`; both are retried until the deadline, then it is a clear error."""
+    deadline = time.monotonic() + settings.start_timeout_s
+    while True:
+        try:
+            return KafkaProducer(
+                bootstrap_servers=settings.kafka_bootstrap,
+                acks="all",
+                linger_ms=2,
+                retries=10,
+                max_in_flight_requests_per_connection=1,  # keeps per-session order across retries
+                request_timeout_ms=10_000,
+                max_block_ms=10_000,
+            )
+        except KafkaError as exc:  # 2.x: NoBrokersAvailable; 3.x: KafkaTimeoutError
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"no Kafka broker answered at {settings.kafka_bootstrap} within "
+                                   f"{settings.start_timeout_s:.0f}s (STREAMREC_START_TIMEOUT_S): {exc!r}") from exc
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def replay(settings: Settings, options: ReplayOptions, on_sent: SentCallback | None = None) -> ReplayResult:

@@ -43,7 +43,8 @@ class Settings(BaseSettings):
         0, ge=0, description="Loopback port of the local broker's KRaft controller; 0 = any free port."
     )
     kafka_heap_opts: str = Field("-Xmx512m -Xms256m", description="JVM heap flags of the local broker.")
-    start_timeout_s: float = Field(60.0, gt=0, description="Max wait for a started Kafka/Redis to answer.")
+    start_timeout_s: float = Field(
+        60.0, gt=0, description="Max wait for a started Kafka/Redis to answer, and for `streamrec produce` to reach Kafka.")
 
     # --- paths ----------------------------------------------------------------------------
     data_dir: Path = Field(

@@ -2,7 +2,8 @@
 and `streamrec produce` replays clicks while the broker is SIGKILLed and restarted. POST /events must
 answer 503 with Retry-After within the send timeout instead of hanging; clients honouring it keep
 their events and retry; afterwards every event that got a 202, and every event the producer
-replayed, is in the clicks topic."""
+replayed, is in the clicks topic. A second `streamrec produce`, started while the broker is dead,
+waits for it and delivers all of its events too."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(4
 
 API = "api-kafka-outage"
 PRODUCER = "produce-kafka-outage"
+LATE_PRODUCER = "produce-late-kafka-outage"  # started while the broker is dead
+LATE_EVENTS = 300
 CLIENTS = 4  # honour Retry-After
 IMPATIENT_RETRY_S = 0.2  # one more client retries after this, ignoring Retry-After: the breaker's case
 CLIENT_RATE = 10.0  # events per second per client (40/s in all)
@@ -182,11 +185,19 @@ def test_events_survive_a_kafka_outage(broker_settings):
                 print(f"health error {exc!r}")
             time.sleep(0.5)
 
+    # The outage must fall inside the replay: wait for its first events (the CLI takes seconds to start).
+    wait_for(lambda: any(json.loads(r.value)["session_id"].startswith(prefix)
+                         for r in read_topic(settings, settings.clicks_topic)),
+             60, "the first replayed events", interval_s=0.5)
     for thread in threads:
         thread.start()
     poll_health("baseline", BASELINE_S)
     killed_at = time.monotonic()
     kill_broker(settings)
+    late_prefix = f"kl-{tag}-"
+    late_producer = process.start_detached(
+        LATE_PRODUCER, [*CLI, "produce", "--events", str(LATE_EVENTS), "--rate", str(PRODUCE_RATE),
+                        "--session-prefix", late_prefix], settings, env=settings.to_env())
     poll_health("down", DOWN_S)
     restart_started = time.monotonic()
     kafka.start(settings)
@@ -198,6 +209,7 @@ def test_events_survive_a_kafka_outage(broker_settings):
     drained_at = time.monotonic()
     produce_exit = exit_code(producer, 120)
     produce_log = process.log_tail(PRODUCER, settings, 5)
+    late_exit = exit_code(late_producer, 120)
 
     records = read_topic(settings, settings.clicks_topic)
     values = [json.loads(r.value) for r in records]
@@ -210,6 +222,8 @@ def test_events_survive_a_kafka_outage(broker_settings):
     replayed = {(v["session_id"], v["item_id"], v["ts"]) for v in values if v["session_id"].startswith(prefix)}
     produce_lost = PRODUCE_EVENTS - len(replayed)
     produce_copies = sum(1 for v in values if v["session_id"].startswith(prefix)) - len(replayed)
+    late_lost = LATE_EVENTS - len({(v["session_id"], v["item_id"], v["ts"]) for v in values
+                                   if v["session_id"].startswith(late_prefix)})
 
     latencies = [lat for c in clients for lat in c.latencies]
     worst_s = max(seconds for _, seconds, _ in latencies)
@@ -224,6 +238,7 @@ def test_events_survive_a_kafka_outage(broker_settings):
                f"{sum(c.missing_retry_after for c in clients) == 0}, {fast_503} answered in <100 ms by the breaker; {len(clients)} clients, one ignoring Retry-After) lost={len(lost)} duplicates={duplicates} "
                f"worst_fault_ms={worst_fault_s * 1000:.0f} (bound {HANG_BOUND_S * 1000:.0f}); "
                f"produce: {PRODUCE_EVENTS} replayed, lost={produce_lost}, copies={produce_copies}; "
+               f"produce started during the outage: {LATE_EVENTS} replayed, lost={late_lost}, exit {late_exit}; "
                f"drain {drained_at - restarted_at:.1f}s after restart; produce exit {produce_exit}")
     print(f"\n{figures}\nhealth per phase {health_by_phase}\nproduce log: {produce_log}")
 
@@ -241,3 +256,6 @@ def test_events_survive_a_kafka_outage(broker_settings):
     assert produce_exit == 0 and produce_lost == 0, (
         f"`streamrec produce` lost {produce_lost} of {PRODUCE_EVENTS} events across the outage:\n"
         + process.log_tail(PRODUCER, settings))
+    assert late_exit == 0 and late_lost == 0, (
+        f"`streamrec produce` started while the broker was dead lost {late_lost} of {LATE_EVENTS} events:\n"
+        + process.log_tail(LATE_PRODUCER, settings))
