@@ -70,8 +70,16 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || ! "$VENV/bin/python" -c "import streamrec, pytest" >/dev/null 2>&1; then
-  say "installing streamrec and its dependencies into $VENV (pip install -e '.[dev]'; a few minutes the first time)"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev]"
+  # uv (Astral's pip-compatible installer, itself a wheel from PyPI) downloads and installs in
+  # parallel and caches unpacked wheels: a cold install takes a third of pip's time, a warm one
+  # seconds. pip does the same job where uv cannot be installed.
+  if "$VENV/bin/python" -m pip install -q --disable-pip-version-check "uv>=0.5" >/dev/null 2>&1; then
+    say "installing streamrec and its dependencies into $VENV (uv pip install -e '.[dev]'; a minute or two the first time)"
+    "$VENV/bin/python" -m uv pip install -q --python "$VENV/bin/python" -e ".[dev]"
+  else
+    say "installing streamrec and its dependencies into $VENV (pip install -e '.[dev]'; a few minutes the first time)"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev]"
+  fi
   touch "$STAMP"
 fi
 say "ready: $("$VENV/bin/python" -V) in $VENV ($VENV/bin/streamrec --help)"
