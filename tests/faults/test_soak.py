@@ -10,7 +10,7 @@ API's loop watch logs the stack that held its event loop, its GC pauses and Redi
 are printed).
 
 `STREAMREC_SOAK_S` sets the length (at least four minutes): `make soak` runs the full 600 s, CI
-runs 240 s (four minutes). The windows are a minute long whatever the length: a shorter window's
+runs 300 s (five minutes). The windows are a minute long whatever the length: a shorter window's
 p99 rests on too few requests (CI once ran five 24 s windows, and one of them read 42 ms against a
 27 ms median: a few stalls of tens of ms on this 2-core machine, not a degradation over time).
 
@@ -21,8 +21,10 @@ own event loop. One such stall of half a second delays a few hundred requests (e
 timed from its scheduled send) and alone lifts a minute's p99 by half: CI failed once with minute
 p99s [15.1, 13.5, 9.4, 22.9, 20.3] ms, worst 570 ms, on the same tree that had passed the run
 before. Requests scheduled from just before such a stall to as long again after it are left out;
-a window with more than 2% of its requests left out fails as "too noisy to judge", so the
-exclusion cannot hide a service that is slow for long. A stall of the API or the worker alone is
+a window with more than 2% of its requests left out is too noisy to judge and is not compared
+(its figures are printed), so the exclusion cannot hide a service that is slow for long; at least
+four windows must be judged, or the test fails (CI runs five: a minute of the host's CPU steal,
+27% in one CI run, then costs a window, not the run). A stall of the API or the worker alone is
 not seen by the meters and counts in full. `STREAMREC_SOAK_DUMP=path` writes every `/recommend`
 latency, the stalls and each process's CPU every 0.5 s to a JSON file for diagnosis.
 
@@ -70,7 +72,7 @@ WARMUP_S = 2.0 * IDLE_S  # past one idle window: the worker's session state has 
 SATURATION_S = 15.0
 SATURATION_CONCURRENCY = 16
 WINDOW_S = 60.0  # the README's "every minute"
-MIN_WINDOWS = 4
+MIN_WINDOWS = 4  # judged ones: fewer fails the run
 MEMORY_TOLERANCE = 0.10  # each window's memory within 10% of the median window's
 P99_FACTOR = 2.0  # a window is slower only if its level is over 2x the median window's ...
 P99_SLACK_MS = 10.0  # ... and over it by more than 10 ms: on the shared 2-core VM, minutes of an unchanged
@@ -426,10 +428,15 @@ def test_mixed_traffic_at_half_saturation_every_window_like_the_median_window(
     assert not errors, errors[:10]
     assert evicted > 0, "no session was evicted during the run: flat memory would prove nothing"
     noisy = [(w, v) for w, v in enumerate(left_out) if v > MAX_LEFT_OUT]
-    assert not noisy, f"the machine or the load generator stalled too long to judge these windows: {noisy}"
-    slow = [(w, levels[w], worst_seconds(results, w)) for w in slow_windows(levels)]
+    judged = [w for w in range(windows) if w not in dict(noisy)]
+    assert len(judged) >= MIN_WINDOWS, (
+        f"the machine or the load generator stalled too long to judge these windows: {noisy}; "
+        f"{len(judged)} judged, fewer than {MIN_WINDOWS}")
+    judged_levels = [levels[w] for w in judged]
+    slow = [(judged[i], judged_levels[i], worst_seconds(results, judged[i])) for i in slow_windows(judged_levels)]
     assert not slow, (f"windows whose median second's p99 is over {P99_FACTOR:g}x and {P99_SLACK_MS:g} ms over "
-                      f"the median window's {level_median:.1f} ms (window, level, its slowest seconds): {slow}")
+                      f"the median judged window's {np.median(judged_levels):.1f} ms (window, level, its slowest "
+                      f"seconds; not judged as too noisy: {noisy}): {slow}")
     # The run's p99 against the 50 ms budget (client and the API's own histogram) is printed, not judged:
     # it is a speed figure of a 2-core machine that the load generator, Kafka and the worker keep ~90% busy
     # (the tree before issue 13 read a client p99 of 65 ms here, and two CI runs of one tree read a server
