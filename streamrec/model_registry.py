@@ -137,7 +137,7 @@ class VersionInfo:
 
 
 def _learned(meta: dict[str, Any]) -> dict[str, Any]:
-    """How a version was made: `streamrec learn`'s kind (warm | light), parent, triggers and gate decision."""
+    """How a version was made: `streamrec learn`'s kind (warm | light | fold_in), parent, triggers and gate decision."""
     continual, gate = meta.get("continual") or {}, meta.get("gate") or {}
     if not continual:
         return {"made_by": "train"}

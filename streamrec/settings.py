@@ -147,6 +147,10 @@ class Settings(BaseSettings):
     learn_refit_on_drift: bool = Field(
         True, description="A version drift triggered refits the item embeddings from scratch (the champion's "
         "algorithm and size) instead of continuing them; every other part stays warm.")
+    learn_fold_in: bool = Field(
+        True, description="Test, then train: a promoted version gets its gate's hold-out clicks counted in "
+        "(co-visitation, popularity, session-kNN memory, new items indexed) before it serves; the next version "
+        "trains on them in full.")
     learn_new_items_s: float = Field(
         60.0, ge=0, description="New items: a light version (no ranker update) at most this long after the "
         "stream's first click on an item the champion does not know; 0 = off.")

@@ -105,19 +105,25 @@ def newest_sessions(data: Interactions, limit: int | None) -> Interactions:
     return data.subset_sessions(keep)
 
 
+def known_and_new_vectors(champion: ModelArtifacts, matrix, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, known) over `item_ids` (sorted, ⊇ the champion's): the champion's vectors, and for a
+    new item the mean of the known items its sessions clicked (`matrix`: sessions × `item_ids`);
+    zero when its sessions clicked no known item."""
+    old_rows = champion.rows_of(item_ids)
+    known = old_rows >= 0
+    vectors = np.zeros((len(item_ids), champion.dim), np.float32)
+    vectors[known] = champion.item_embeddings[old_rows[known]]
+    item_means = matrix.T @ (matrix @ vectors)
+    vectors[~known] = normalise(np.asarray(item_means[~known]))  # a zero row stays zero
+    return vectors, known
+
+
 def warm_embeddings(champion: ModelArtifacts, memory: Interactions, item_ids: np.ndarray,
                     config: WarmStart) -> tuple[np.ndarray, dict[str, Any]]:
     """Item vectors for `item_ids` (sorted, ⊇ the champion's): the champion's algorithm (ALS or BPR)
     warm-started from its vectors."""
     matrix, _ = session_item_matrix(memory, item_ids)
-    old_rows = champion.rows_of(item_ids)
-    known = old_rows >= 0
-    init = np.zeros((len(item_ids), champion.dim), np.float32)
-    init[known] = champion.item_embeddings[old_rows[known]]
-    # a new item starts at the mean of the known items its sessions clicked (sessions × items)
-    session_vectors = matrix @ init
-    item_means = matrix.T @ session_vectors
-    init[~known] = normalise(np.asarray(item_means[~known]))
+    init, known = known_and_new_vectors(champion, matrix, item_ids)
     algorithm = champion.meta.get("algorithm", "als")
     if config.refit_embeddings:  # a new space: only items the memory holds can be placed in it
         vectors = fit_item_factors(matrix, algorithm, champion.dim)
@@ -153,6 +159,84 @@ def _window(parent: dict[str, Any], window: Interactions) -> dict[str, Any]:
             "synthetic_clock": bool(parent.get("synthetic_clock")) or new["synthetic_clock"]}
 
 
+def counted_artifacts(old: ModelArtifacts, window: Interactions, memory: Interactions, item_ids: np.ndarray,
+                      embeddings: np.ndarray, config: WarmStart, *, version: str, path: Path) -> ModelArtifacts:
+    """`old`'s artifacts over `item_ids` (sorted, ⊇ old's) with `window`'s clicks counted in: popularity
+    and co-visitation (old counts × the forgetting), categories, recent popularity over `memory`."""
+    rows = ItemRows(item_ids).rows(old.item_ids)
+    popularity = np.zeros(len(item_ids))
+    keep = forgetting(config, window.n_clicks)
+    popularity[rows] = old.item_popularity * keep
+    popularity += item_popularity(window, item_ids)
+    popular = item_ids[np.lexsort((item_ids, -popularity))[:N_POPULAR]]
+    categories = None
+    if old.item_categories is not None or window.categories:
+        categories = np.full(len(item_ids), -1, np.int64)
+        if old.item_categories is not None:
+            categories[rows] = old.item_categories
+        for i, item in enumerate(item_ids.tolist()):
+            if item in window.categories:
+                categories[i] = window.categories[item]
+    covisit = merge_covisitation(old.covisit, old.item_ids,
+                                 build_covisitation(window, item_ids, window=config.covisit_window,
+                                                    top_k=config.covisit_top_k),
+                                 item_ids, decay=keep, top_k=config.covisit_top_k)
+    meta = {key: value for key, value in old.meta.items() if key not in ("timings_s", "ranker", "gate", "continual")}
+    meta.update(n_items=int(len(item_ids)), n_clicks=int(old.meta.get("n_clicks", 0)) + int(window.n_clicks),
+                n_sessions=int(memory.n_sessions), parent=old.version, trained_at=_now(),
+                data_window=_window(old.meta.get("data_window") or {}, window))
+    return ModelArtifacts(version=version, path=Path(path), item_ids=item_ids, item_embeddings=embeddings,
+                          item_popularity=np.rint(popularity).astype(np.int64), popular=popular,
+                          covisit=covisit, meta=meta,
+                          item_recent_popularity=recent_item_popularity(memory, item_ids),
+                          item_categories=categories)
+
+
+def _memory(champion: ModelBundle, window: Interactions, config: WarmStart) -> tuple[Interactions, dict[str, Any]]:
+    """The session-kNN memory with `window`'s sessions added (the newest `memory_sessions`), and its parameters."""
+    knn_params = champion.session_knn.get_params() if champion.session_knn is not None else {}
+    history = champion.session_knn.memory() if champion.session_knn is not None else Interactions(
+        np.zeros(0, str), np.zeros(0, np.int64), np.zeros(0))
+    return newest_sessions(concat(history, window), config.memory_sessions), knn_params
+
+
+def fold_in(gated: ModelBundle, holdout: Interactions, *, version: str, path: Path,
+            config: WarmStart = WarmStart(), log: Callable[[str], None] = print) -> ModelBundle:
+    """Test, then train: `gated` (the version the gate has just scored on `holdout`) with the hold-out's
+    clicks counted in (co-visitation, popularity, the session-kNN memory), so the champion knows the
+    newest clicks now instead of one version later; the gate scored the version without them, so
+    nothing was tested after it was trained on. The embeddings and the ranker are `gated`'s; an item
+    first seen in the hold-out gets the mean vector of the known items its sessions clicked and is
+    added to a copy of the index (nothing is rebuilt). The learner treats a folded version as a light
+    one: the next warm version is built on `gated` and trains on the hold-out for real.
+    Not saved: call `.save()`."""
+    import faiss
+
+    started = time.perf_counter()
+    old = gated.artifacts
+    memory, knn_params = _memory(gated, holdout, config)
+    item_ids = np.union1d(old.item_ids, np.unique(holdout.item_ids)).astype(np.int64)
+    embeddings, known = known_and_new_vectors(old, session_item_matrix(holdout, item_ids)[0], item_ids)
+    placed = ~known & embeddings.any(axis=1)
+    artifacts = counted_artifacts(old, holdout, memory, item_ids, embeddings, config, version=version, path=path)
+    index = faiss.clone_index(gated.index.index)
+    if placed.any():
+        index.add_with_ids(np.ascontiguousarray(embeddings[placed]), item_ids[placed])
+    info = {**gated.index.info, "n": int(index.ntotal), "added_items": int(placed.sum())}
+    artifacts.meta["index"] = {**(old.meta.get("index") or {}), "added_items": int(placed.sum())}
+    bundle = ModelBundle(artifacts, CandidateIndex(index, info), SessionKNN(**knn_params).fit(memory),
+                         gated.ranker, ranker_report={**gated.ranker_report, "kept": "folded in: the gated version's"})
+    seconds = round(time.perf_counter() - started, 2)
+    artifacts.meta["continual"] = {"kind": "fold_in", "gated": old.version, "window_clicks": int(holdout.n_clicks),
+                                   "window_sessions": int(holdout.n_sessions), "new_items": int((~known).sum()),
+                                   "indexed_new_items": int(placed.sum()), "timings_s": {"total": seconds}}
+    artifacts.meta["ranker"] = bundle.ranker_report
+    artifacts.meta["timings_s"] = {"total": seconds}  # the registry's mark of a complete version
+    log(f"continual: {version} folds {holdout.n_clicks:,} hold-out clicks into {old.version} in {seconds:.0f}s "
+        f"({int((~known).sum()):,} new items, {int(placed.sum()):,} indexed)")
+    return bundle
+
+
 def warm_start(champion: ModelBundle, window: Interactions, *, version: str, path: Path,
                config: WarmStart = WarmStart(), decay: float = 0.7, ann_k: int = 100, max_session_items: int = 50,
                examples: Examples | None = None, log: Callable[[str], None] = print) -> ModelBundle:
@@ -168,44 +252,14 @@ def warm_start(champion: ModelBundle, window: Interactions, *, version: str, pat
         return time.perf_counter()
 
     old = champion.artifacts
-    knn_params = champion.session_knn.get_params() if champion.session_knn is not None else {}
-    history = champion.session_knn.memory() if champion.session_knn is not None else Interactions(
-        np.zeros(0, str), np.zeros(0, np.int64), np.zeros(0))
-    memory = newest_sessions(concat(history, window), config.memory_sessions)
+    memory, knn_params = _memory(champion, window, config)
     item_ids = np.union1d(old.item_ids, np.unique(window.item_ids)).astype(np.int64)
     t = lap("memory", started)
 
     embeddings, embedding_report = warm_embeddings(old, memory, item_ids, config)
     t = lap("embeddings", t)
-    rows = ItemRows(item_ids).rows(old.item_ids)
-    popularity = np.zeros(len(item_ids))
-    keep = forgetting(config, window.n_clicks)
-    popularity[rows] = old.item_popularity * keep
-    window_counts = item_popularity(window, item_ids)
-    popularity += window_counts
-    popular = item_ids[np.lexsort((item_ids, -popularity))[:N_POPULAR]]
-    categories = None
-    if old.item_categories is not None or window.categories:
-        categories = np.full(len(item_ids), -1, np.int64)
-        if old.item_categories is not None:
-            categories[rows] = old.item_categories
-        for i, item in enumerate(item_ids.tolist()):
-            if item in window.categories:
-                categories[i] = window.categories[item]
-    covisit = merge_covisitation(old.covisit, old.item_ids,
-                                 build_covisitation(window, item_ids, window=config.covisit_window,
-                                                    top_k=config.covisit_top_k),
-                                 item_ids, decay=keep, top_k=config.covisit_top_k)
+    artifacts = counted_artifacts(old, window, memory, item_ids, embeddings, config, version=version, path=path)
     t = lap("covisitation", t)
-    meta = {key: value for key, value in old.meta.items() if key not in ("timings_s", "ranker", "gate", "continual")}
-    meta.update(n_items=int(len(item_ids)), n_clicks=int(old.meta.get("n_clicks", 0)) + int(window.n_clicks),
-                n_sessions=int(memory.n_sessions), parent=old.version, trained_at=_now(),
-                data_window=_window(old.meta.get("data_window") or {}, window))
-    artifacts = ModelArtifacts(version=version, path=Path(path), item_ids=item_ids, item_embeddings=embeddings,
-                               item_popularity=np.rint(popularity).astype(np.int64), popular=popular,
-                               covisit=covisit, meta=meta,
-                               item_recent_popularity=recent_item_popularity(memory, item_ids),
-                               item_categories=categories)
     knn = SessionKNN(**knn_params).fit(memory)
     t = lap("session_knn", t)
     index, info = build_index(embeddings, item_ids, target_recall=config.target_recall, k=config.index_k)

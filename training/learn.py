@@ -5,8 +5,9 @@ against the champion's own training window, and checks its triggers (schedule, v
 items). A triggered check splits the new clicks by time: the newest clicks that give the gate its
 `learn_gate_cases` cases (at most `learn_holdout_share` of them) are the hold-out, the rest trains a
 candidate warm-started from the champion (training.continual). The gate (training.gate) scores both on the hold-out, and a passed candidate is promoted through the
-registry (or becomes a bandit arm). The cursor then moves to the hold-out's start, so every click
-is tested before it is trained on, and trained on exactly once. Decisions are written with the
+registry (or becomes a bandit arm), with the hold-out's clicks counted in first (`fold_in`: the
+gate has scored them, so they may now be trained on). The cursor then moves to the hold-out's
+start, so every click is tested before it is trained on, and the next warm version trains on it. Decisions are written with the
 candidate (`meta.json` "gate") and appended to `LEARN_LOG.jsonl`; the latest check is
 `LEARN_STATUS.json` (the operations page reads it) and Prometheus gauges.
 """
@@ -29,7 +30,7 @@ from streamrec.artifacts import LEARN_STATUS
 from streamrec.interactions import Interactions
 from streamrec.model_registry import ModelRegistry, RoutingConfig, atomic_write
 from streamrec.settings import Settings
-from training.continual import WarmStart, warm_start
+from training.continual import WarmStart, fold_in, warm_start
 from training.drift import DriftReport, ItemShift, RewardDrift, UnknownItems, check_drift
 from training.drift_metrics import DriftGauges
 from training.gate import scored_gate
@@ -102,6 +103,7 @@ class Check:
     drift: dict[str, Any] = field(default_factory=dict)
     version: str | None = None
     kind: str | None = None  # "warm" (embeddings, generators, ranker) or "light" (no ranker update)
+    folded: str | None = None  # the version served instead: `version` with the hold-out counted in
     gate: dict[str, Any] = field(default_factory=dict)
     promoted: bool = False
     cpu_s: float = 0.0
@@ -223,12 +225,16 @@ class Learner:
         return check
 
     def base_of(self, champion: ModelBundle) -> ModelBundle:
-        """The version new clicks are added to: the champion, or the warm version a light champion
-        was built on (light versions never move the cursor, so their window is not consumed)."""
-        continual = champion.artifacts.meta.get("continual") or {}
-        if continual.get("kind") == "light" and self.registry.exists(champion.artifacts.meta.get("parent", "")):
-            return ModelBundle.load(self.settings.models_dir / champion.artifacts.meta["parent"])
-        return champion
+        """The version new clicks are added to: the champion, or the warm version a light or folded
+        champion was built on (neither consumes its clicks: the cursor stays before them)."""
+        bundle = champion
+        for _ in range(3):  # folded → light → warm at most
+            meta = bundle.artifacts.meta
+            if (meta.get("continual") or {}).get("kind") not in ("light", "fold_in") \
+                    or not self.registry.exists(meta.get("parent", "")):
+                break
+            bundle = ModelBundle.load(self.settings.models_dir / meta["parent"])
+        return bundle
 
     def produce(self, check: Check, window: Interactions, champion: ModelBundle) -> None:
         """Train a candidate on the window minus its hold-out, gate it, promote it or retire it.
@@ -260,10 +266,18 @@ class Learner:
         candidate.artifacts.meta["gate"] = {**decision.to_dict(), "triggers": check.triggers}
         candidate.save()
         if decision.passed:
+            served = version
+            if s.learn_fold_in and len(holdout):
+                served = new_version_name(version, len(holdout), datetime.now(timezone.utc))
+                folded = fold_in(candidate, holdout, version=served, path=s.models_dir / served, config=config,
+                                 log=self.log)
+                folded.artifacts.meta["gate"] = {**candidate.artifacts.meta["gate"], "gated_version": version}
+                folded.save()
+                check.folded = served
             if s.learn_promote == "bandit":
-                self.registry.set_routing(RoutingConfig(policy="bandit", arms=(version,)))
+                self.registry.set_routing(RoutingConfig(policy="bandit", arms=(served,)))
             else:
-                self.registry.promote(version)
+                self.registry.promote(served)
             check.promoted = True
         else:
             self.registry.retire(version)
@@ -277,7 +291,8 @@ class Learner:
         with open(s.models_dir / LOG, "a") as out:
             out.write(json.dumps(check.to_dict()) + "\n")
         self.log(f"learn: {version} ({check.kind}, triggers {', '.join(check.triggers)}) {decision.summary}"
-                 f"{' → promoted' if check.promoted else ' → retired'}")
+                 f"{' → promoted' if check.promoted else ' → retired'}"
+                 f"{f' as {check.folded} (hold-out folded in)' if check.folded else ''}")
 
     def run(self, *, max_checks: int | None = None, stop: Callable[[], bool] = lambda: False) -> None:
         checks = 0

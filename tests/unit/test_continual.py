@@ -14,7 +14,7 @@ from streamrec.interactions import Interactions
 from streamrec.model_registry import ModelRegistry
 from streamrec.settings import Settings
 from streamrec.synthetic import generate_sessions
-from training.continual import WarmStart, concat, warm_start
+from training.continual import WarmStart, concat, fold_in, warm_start
 from training.covisitation import build_covisitation, merge_covisitation
 from training.gate import gate, version_quality
 from training.learn import Learner, holdout_share, split_holdout
@@ -163,6 +163,37 @@ def test_warm_start_adds_new_items_keeps_known_ones_and_continues_the_ranker(cha
     assert again.artifacts.row_of(10_000_001) is not None and ModelRegistry(tmp_path).is_complete("v2")
 
 
+def test_folding_in_a_hold_out_counts_its_clicks_and_keeps_what_the_gate_scored(champion, tmp_path: Path) -> None:
+    from training.popularity import item_popularity
+
+    settings, bundle, later = champion
+    items, counts = np.unique(later.item_ids, return_counts=True)
+    source = int(items[np.argmax(counts)])
+    holdout = _with_new_items(later.subset_sessions(np.arange(later.n_sessions) < 300), {source: 10_000_002})
+    folded = fold_in(bundle, holdout, version="f1", path=tmp_path / "f1", config=FAST, log=lambda _: None)
+    ids, old = folded.artifacts.item_ids, bundle.artifacts
+    # counted in: popularity, co-visitation and the session-kNN memory hold the hold-out's clicks
+    rows = folded.artifacts.rows_of(old.item_ids)
+    expected = item_popularity(holdout, ids)
+    expected[rows] += old.item_popularity
+    np.testing.assert_allclose(folded.artifacts.item_popularity, expected)
+    assert folded.session_knn.n_sessions == bundle.session_knn.n_sessions + holdout.n_sessions
+    neighbours = {int(i) for r in range(len(ids)) for i in folded.artifacts.covisit.row(r)[0]}
+    assert 10_000_002 in neighbours
+    # the new item: a unit vector from the known items its sessions clicked, added to the index
+    vector = folded.artifacts.item_embeddings[folded.artifacts.row_of(10_000_002)]
+    assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
+    assert 10_000_002 in folded.index.search(vector, 5)[0].tolist()
+    assert len(folded.index) == len(bundle.index) + 1 and folded.artifacts.meta["index"]["added_items"] == 1
+    # what the gate scored stays: the known items' vectors, the ranker, the gated version's own index
+    np.testing.assert_array_equal(folded.artifacts.item_embeddings[rows], old.item_embeddings)
+    assert folded.ranker is bundle.ranker and len(bundle.index) == len(old.item_ids)
+    meta = folded.artifacts.meta
+    assert meta["parent"] == bundle.version and meta["continual"]["kind"] == "fold_in"
+    folded.save()
+    assert ModelRegistry(tmp_path).is_complete("f1") and ModelBundle.load(tmp_path / "f1").artifacts.row_of(10_000_002)
+
+
 def test_a_warm_start_is_as_good_as_its_champion_on_fresh_data(champion, tmp_path: Path) -> None:
     settings, bundle, later = champion
     train_part = later.subset_sessions(np.arange(later.n_sessions) < 700)
@@ -231,9 +262,15 @@ def test_the_learner_triggers_gates_promotes_and_moves_its_cursor(champion, tmp_
     check = learner.check()
     assert check.triggers == ["volume"] and check.version is not None
     registry = ModelRegistry(settings.models_dir)
-    assert (registry.champion() == check.version) == check.promoted
-    assert check.gate["cases"] > 0
+    assert check.promoted and check.gate["cases"] > 0
     _, holdout, cut = split_holdout(later, holdout_share(later, settings.learn_holdout_share, settings.learn_gate_cases))
+    # what serves is the gated version with the hold-out folded in; the next version builds on the gated one
+    served = ModelBundle.load_current(settings.models_dir)
+    assert served.version == check.folded == registry.champion() != check.version
+    assert served.artifacts.meta["parent"] == check.version and served.artifacts.meta["gate"]["gated_version"] == check.version
+    gated = ModelBundle.load(settings.models_dir / check.version)
+    assert served.session_knn.n_sessions > gated.session_knn.n_sessions  # (a session may span the cut)
+    assert learner.base_of(served).version == check.version
     assert learner.state.trained_through == pytest.approx(cut)
     # the hold-out is what the next check reads: tested once, trained on next time
     assert len(read(learner.state.trained_through)) == len(holdout)
