@@ -159,10 +159,12 @@ def create_app(settings: Settings) -> faust.App:
         processed (no broker request)."""
         lag_reporter.update(consumer_lags(app, progress))
 
+    ends_at_assignment: dict[int, int] = {}  # impressions partition -> its end when first measured after assignment
+
     @app.timer(interval=1.0)
     async def measure_impression_progress() -> None:
         """The impression clock's input, against the partitions' ends as the broker has them now."""
-        measured = await impression_progress(app, progress, settings.impressions_topic)
+        measured = await impression_progress(app, progress, settings.impressions_topic, ends_at_assignment)
         if measured is not None:  # not measured (broker unreachable): the clock holds where it was
             watermark.update(*measured)
 
@@ -189,12 +191,15 @@ def consumer_lags(app: faust.App, progress: SourceProgress) -> dict[tuple[str, i
     return progress.lags(((tp.topic, tp.partition) for tp in assigned), highwater)
 
 
-async def impression_progress(app: faust.App, progress: SourceProgress, topic: str
-                              ) -> tuple[dict[int, int | None], dict[int, float], float] | None:
+async def impression_progress(app: faust.App, progress: SourceProgress, topic: str,
+                              ends_at_assignment: dict[int, int] | None = None,
+                              ) -> tuple[dict[int, int | None], dict[int, float], float, dict[int, int | None]] | None:
     """For each assigned partition of the impressions topic: the records not yet read contiguously
     (None where it cannot be known yet: nothing processed since the last seek), the latest record
-    time read contiguously, and the wall time the ends were asked for; None when the broker did not
-    answer within `IMPRESSION_ENDS_TIMEOUT_S`.
+    time read contiguously, the wall time the ends were asked for, and the records below the end
+    the partition had when first measured after its assignment not yet read (`ends_at_assignment`
+    keeps those ends across calls: what a previous owner may have processed); None when the broker
+    did not answer within `IMPRESSION_ENDS_TIMEOUT_S`.
 
     The ends come from the broker (`highwaters`: one ListOffsets request), not from the consumer's
     last fetch (`highwater`), which is stale while fetching stalls: every impression sent before
@@ -204,14 +209,21 @@ async def impression_progress(app: faust.App, progress: SourceProgress, topic: s
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
     except Exception:  # noqa: BLE001 - no consumer thread yet (starting or stopping)
         assigned = []
+    first = {} if ends_at_assignment is None else ends_at_assignment
+    for partition in set(first) - {tp.partition for tp in assigned}:
+        del first[partition]  # revoked: a new assignment measures again
     if not assigned:
-        return {}, {}, asked_at
+        return {}, {}, asked_at, {}
     try:
         ends = await asyncio.wait_for(app.consumer.highwaters(*assigned), IMPRESSION_ENDS_TIMEOUT_S)
     except Exception:  # noqa: BLE001 - broker unreachable or slow, or revoked meanwhile: measure next time
         return None
     unread = {tp.partition: progress.unread(topic, tp.partition, ends.get(tp)) for tp in assigned}
-    return unread, {p: progress.read_ts(topic, p) for p in unread}, asked_at
+    for tp in assigned:
+        if tp.partition not in first and ends.get(tp) is not None:
+            first[tp.partition] = ends[tp]
+    inherited = {p: progress.unread(topic, p, first.get(p)) for p in unread}
+    return unread, {p: progress.read_ts(topic, p) for p in unread}, asked_at, inherited
 
 
 def _position(event) -> tuple[str, int, int, float]:  # noqa: ANN001 - a Faust event

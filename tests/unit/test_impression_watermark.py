@@ -86,3 +86,22 @@ def test_caught_up_moves_the_clock_only_to_when_the_ends_were_measured() -> None
     assert mark() == 9_999.0
     mark.update({0: 0, 1: 0}, {0: 10_050.0, 1: 10_055.0}, at=10_059.0)
     assert mark() == 10_059.0
+
+
+def test_a_partition_vouches_for_order_only_once_read_up_to_its_end_at_assignment() -> None:
+    # A restarted worker: its predecessor wrote later impressions to Redis while one before them was
+    # still unread; until this process has read what the partition held when assigned, a later
+    # impression proves nothing.
+    mono = [100.0]
+    mark = ImpressionWatermark(grace_s=30.0, clock=lambda: 10_000.0, monotonic=lambda: mono[0])
+    mark.update({0: 0, 1: 5}, {0: 9_990.0, 1: 9_900.0}, inherited={0: 0, 1: 5})
+    assert not mark.in_order  # partition 1 still holds records its previous owner may have processed
+    mark.update({0: 0, 1: 2}, {0: 9_991.0, 1: 9_950.0}, inherited={0: 0, 1: 0})
+    assert mark.in_order  # read past its end at assignment: it vouches from now on ...
+    mark.update({0: 0, 1: 9}, {0: 9_992.0, 1: 9_960.0}, inherited={0: 0, 1: 3})
+    assert mark.in_order  # ... whatever later records it is behind on (that is the clock's business)
+    mark.update({0: 0, 2: None}, {0: 9_993.0}, inherited={0: 0, 2: None})  # a rebalance brings partition 2
+    assert not mark.in_order  # unknown: it vouches only after the grace
+    mono[0] = 131.0
+    mark.update({0: 0, 2: None}, {0: 9_994.0}, inherited={0: 0, 2: None})
+    assert mark.in_order
