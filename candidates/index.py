@@ -206,6 +206,14 @@ class CandidateIndex:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
+    def extended(self, vectors: np.ndarray, item_ids: np.ndarray) -> "CandidateIndex":
+        """A copy with these items added (FAISS adds to a trained IVF or an HNSW graph in place;
+        nothing is rebuilt, the search settings stay); this index is left as it is."""
+        index = faiss.clone_index(self.index)
+        if len(item_ids):
+            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(item_ids, dtype=np.int64))
+        return CandidateIndex(index, {**self.info, "n": int(index.ntotal), "added_items": int(len(item_ids))})
+
     def search(self, session_embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item ids (int64) and inner-product scores (float32); fewer if the index is small."""
         query = np.ascontiguousarray(np.asarray(session_embedding, dtype=np.float32).reshape(1, -1))

@@ -192,13 +192,13 @@ def consumer_lags(app: faust.App, progress: SourceProgress) -> dict[tuple[str, i
 
 
 async def impression_progress(app: faust.App, progress: SourceProgress, topic: str,
-                              ends_at_assignment: dict[int, int] | None = None,
+                              ends_at_assignment: dict[int, int],
                               ) -> tuple[dict[int, int | None], dict[int, float], float, dict[int, int | None]] | None:
     """For each assigned partition of the impressions topic: the records not yet read contiguously
     (None where it cannot be known yet: nothing processed since the last seek), the latest record
     time read contiguously, the wall time the ends were asked for, and the records below the end
     the partition had when first measured after its assignment not yet read (`ends_at_assignment`
-    keeps those ends across calls: what a previous owner may have processed); None when the broker
+    keeps those ends across calls, updated here: what a previous owner may have processed); None when the broker
     did not answer within `IMPRESSION_ENDS_TIMEOUT_S`.
 
     The ends come from the broker (`highwaters`: one ListOffsets request), not from the consumer's
@@ -209,7 +209,7 @@ async def impression_progress(app: faust.App, progress: SourceProgress, topic: s
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
     except Exception:  # noqa: BLE001 - no consumer thread yet (starting or stopping)
         assigned = []
-    first = {} if ends_at_assignment is None else ends_at_assignment
+    first = ends_at_assignment
     for partition in set(first) - {tp.partition for tp in assigned}:
         del first[partition]  # revoked: a new assignment measures again
     if not assigned:

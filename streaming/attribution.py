@@ -142,10 +142,10 @@ class ImpressionWatermark:
     """The time up to which the worker has read the impression log: the time the partitions' ends
     were last measured while every assigned impressions partition is caught up, else the latest
     impression time read contiguously (`streaming.progress`: every record before it processed) in
-    the partitions still behind (0 for one not read yet). A click is decided `SETTLE_S` after it by this clock, not the wall's: a
-    restarted worker working through a backlog would otherwise decide every old click at once,
-    before reading the impressions it rewards (the simulation's kill test: 184 rewards counted of
-    195). Contiguously, because Faust can drop records it handed over and have them fetched again
+    the partitions still behind (0 for one not read yet). A click is decided `SETTLE_S` after it by
+    this clock, not the wall's: a restarted worker working through a backlog would otherwise
+    decide every old click at once, before reading the impressions it rewards (the simulation's
+    kill test: 184 rewards counted of 195). Contiguously, because Faust can drop records it handed over and have them fetched again
     after later ones (the same test: 182 of 189 before this).
 
     A partition whose position is unknown (nothing processed from it since it was assigned) counts

@@ -15,7 +15,9 @@ fits every generator and the ranker from nothing. The stateful path starts from 
 - the ranker continues the champion's booster (`init_model`) on fresh examples whose candidates
   come from a version that never saw them (no leakage): the recent gates' hold-outs, which the
   learner pools (older ones replayed, the newest third for early stopping), or else cases cut from
-  the window with the champion's generators.
+  the window with the champion's generators;
+- after the gate, `fold_in` counts the hold-out into the passed version (counts, session-kNN memory,
+  new items added to the index; embeddings and ranker as gated): that is what serves.
 """
 
 from __future__ import annotations
@@ -210,30 +212,26 @@ def fold_in(gated: ModelBundle, holdout: Interactions, *, version: str, path: Pa
     added to a copy of the index (nothing is rebuilt). The learner treats a folded version as a light
     one: the next warm version is built on `gated` and trains on the hold-out for real.
     Not saved: call `.save()`."""
-    import faiss
-
     started = time.perf_counter()
     old = gated.artifacts
     memory, knn_params = _memory(gated, holdout, config)
     item_ids = np.union1d(old.item_ids, np.unique(holdout.item_ids)).astype(np.int64)
     embeddings, known = known_and_new_vectors(old, session_item_matrix(holdout, item_ids)[0], item_ids)
-    placed = ~known & embeddings.any(axis=1)
+    placed = ~known & embeddings.any(axis=1)  # new items with a vector (their sessions clicked a known item)
+    new_items, indexed = int((~known).sum()), int(placed.sum())
     artifacts = counted_artifacts(old, holdout, memory, item_ids, embeddings, config, version=version, path=path)
-    index = faiss.clone_index(gated.index.index)
-    if placed.any():
-        index.add_with_ids(np.ascontiguousarray(embeddings[placed]), item_ids[placed])
-    info = {**gated.index.info, "n": int(index.ntotal), "added_items": int(placed.sum())}
-    artifacts.meta["index"] = {**(old.meta.get("index") or {}), "added_items": int(placed.sum())}
-    bundle = ModelBundle(artifacts, CandidateIndex(index, info), SessionKNN(**knn_params).fit(memory),
-                         gated.ranker, ranker_report={**gated.ranker_report, "kept": "folded in: the gated version's"})
+    artifacts.meta["index"] = {**(old.meta.get("index") or {}), "added_items": indexed}
+    bundle = ModelBundle(artifacts, gated.index.extended(embeddings[placed], item_ids[placed]),
+                         SessionKNN(**knn_params).fit(memory), gated.ranker,
+                         ranker_report={**gated.ranker_report, "kept": "folded in: the gated version's"})
     seconds = round(time.perf_counter() - started, 2)
     artifacts.meta["continual"] = {"kind": "fold_in", "gated": old.version, "window_clicks": int(holdout.n_clicks),
-                                   "window_sessions": int(holdout.n_sessions), "new_items": int((~known).sum()),
-                                   "indexed_new_items": int(placed.sum()), "timings_s": {"total": seconds}}
+                                   "window_sessions": int(holdout.n_sessions), "new_items": new_items,
+                                   "indexed_new_items": indexed, "timings_s": {"total": seconds}}
     artifacts.meta["ranker"] = bundle.ranker_report
     artifacts.meta["timings_s"] = {"total": seconds}  # the registry's mark of a complete version
     log(f"continual: {version} folds {holdout.n_clicks:,} hold-out clicks into {old.version} in {seconds:.0f}s "
-        f"({int((~known).sum()):,} new items, {int(placed.sum()):,} indexed)")
+        f"({new_items:,} new items, {indexed:,} indexed)")
     return bundle
 
 

@@ -4,10 +4,11 @@ Every `learn_check_s` the learner reads the clicks archived since its cursor, me
 against the champion's own training window, and checks its triggers (schedule, volume, drift, new
 items). A triggered check splits the new clicks by time: the newest clicks that give the gate its
 `learn_gate_cases` cases (at most `learn_holdout_share` of them) are the hold-out, the rest trains a
-candidate warm-started from the champion (training.continual). The gate (training.gate) scores both on the hold-out, and a passed candidate is promoted through the
-registry (or becomes a bandit arm), with the hold-out's clicks counted in first (`fold_in`: the
-gate has scored them, so they may now be trained on). The cursor then moves to the hold-out's
-start, so every click is tested before it is trained on, and the next warm version trains on it. Decisions are written with the
+candidate warm-started from the champion (training.continual). The gate (training.gate) scores
+both on the hold-out, and a passed candidate is promoted through the registry (or becomes a bandit
+arm), with the hold-out's clicks counted in first (`fold_in`: the gate has scored them, so they may
+now be trained on). The cursor then moves to the hold-out's start, so every click is tested before
+it is trained on, and the next warm version trains on it. Decisions are written with the
 candidate (`meta.json` "gate") and appended to `LEARN_LOG.jsonl`; the latest check is
 `LEARN_STATUS.json` (the operations page reads it) and Prometheus gauges.
 """
