@@ -152,8 +152,9 @@ class Settings(BaseSettings):
         "(co-visitation, popularity, session-kNN memory, new items indexed) before it serves; the next version "
         "trains on them in full.")
     learn_new_items_s: float = Field(
-        60.0, ge=0, description="New items: a light version (no ranker update) at most this long after the "
-        "stream's first click on an item the champion does not know; 0 = off.")
+        60.0, ge=0, description="New items: a light version (the new clicks folded in: no embedding or ranker "
+        "update) at most this long after the stream's first click on an item the champion does not know; "
+        "0 = off.")
     learn_holdout_share: float = Field(
         0.2, gt=0, lt=1, description="The most of the new clicks the gate tests both versions on: the newest "
         "clicks that hold 1.1 × `STREAMREC_LEARN_GATE_CASES` next-item cases, up to this share. The candidate "

@@ -17,7 +17,8 @@ fits every generator and the ranker from nothing. The stateful path starts from 
   learner pools (older ones replayed, the newest third for early stopping), or else cases cut from
   the window with the champion's generators;
 - after the gate, `fold_in` counts the hold-out into the passed version (counts, session-kNN memory,
-  new items added to the index; embeddings and ranker as gated): that is what serves.
+  new items added to the index; embeddings and ranker as gated): that is what serves;
+- a light version (new items, between warm ones) is `fold_in` of the window onto the warm version.
 """
 
 from __future__ import annotations
@@ -202,35 +203,40 @@ def _memory(champion: ModelBundle, window: Interactions, config: WarmStart) -> t
     return newest_sessions(concat(history, window), config.memory_sessions), knn_params
 
 
-def fold_in(gated: ModelBundle, holdout: Interactions, *, version: str, path: Path,
-            config: WarmStart = WarmStart(), log: Callable[[str], None] = print) -> ModelBundle:
-    """Test, then train: `gated` (the version the gate has just scored on `holdout`) with the hold-out's
-    clicks counted in (co-visitation, popularity, the session-kNN memory), so the champion knows the
-    newest clicks now instead of one version later; the gate scored the version without them, so
-    nothing was tested after it was trained on. The embeddings and the ranker are `gated`'s; an item
-    first seen in the hold-out gets the mean vector of the known items its sessions clicked and is
-    added to a copy of the index (nothing is rebuilt). The learner treats a folded version as a light
-    one: the next warm version is built on `gated` and trains on the hold-out for real.
+def fold_in(base: ModelBundle, clicks: Interactions, *, version: str, path: Path,
+            config: WarmStart = WarmStart(), kind: str = "fold_in",
+            log: Callable[[str], None] = print) -> ModelBundle:
+    """`base` with `clicks` counted in (co-visitation, popularity, the session-kNN memory); its
+    embeddings and ranker as they are; an item first seen in `clicks` gets the mean vector of the
+    known items its sessions clicked and is added to a copy of the index (nothing is rebuilt, ~1 s).
+    Two uses, both `kind`s the learner treats as overlays (the next warm version is built on the
+    warm version under them and trains on their clicks for real):
+    - "fold_in", test, then train: `base` is the version the gate has just scored on the hold-out
+      `clicks`, so the champion knows the newest clicks now instead of one version later; the gate
+      scored the version without them, so nothing was tested after it was trained on;
+    - "light", new items within minutes: `base` is the warm version, `clicks` the window minus its
+      hold-out (a warm start with one sweep cost ~9 s of wall time and ~15 s of CPU more, for a
+      version that lives until the next warm one).
     Not saved: call `.save()`."""
     started = time.perf_counter()
-    old = gated.artifacts
-    memory, knn_params = _memory(gated, holdout, config)
-    item_ids = np.union1d(old.item_ids, np.unique(holdout.item_ids)).astype(np.int64)
-    embeddings, known = known_and_new_vectors(old, session_item_matrix(holdout, item_ids)[0], item_ids)
+    old = base.artifacts
+    memory, knn_params = _memory(base, clicks, config)
+    item_ids = np.union1d(old.item_ids, np.unique(clicks.item_ids)).astype(np.int64)
+    embeddings, known = known_and_new_vectors(old, session_item_matrix(clicks, item_ids)[0], item_ids)
     placed = ~known & embeddings.any(axis=1)  # new items with a vector (their sessions clicked a known item)
     new_items, indexed = int((~known).sum()), int(placed.sum())
-    artifacts = counted_artifacts(old, holdout, memory, item_ids, embeddings, config, version=version, path=path)
+    artifacts = counted_artifacts(old, clicks, memory, item_ids, embeddings, config, version=version, path=path)
     artifacts.meta["index"] = {**(old.meta.get("index") or {}), "added_items": indexed}
-    bundle = ModelBundle(artifacts, gated.index.extended(embeddings[placed], item_ids[placed]),
-                         SessionKNN(**knn_params).fit(memory), gated.ranker,
-                         ranker_report={**gated.ranker_report, "kept": "folded in: the gated version's"})
+    bundle = ModelBundle(artifacts, base.index.extended(embeddings[placed], item_ids[placed]),
+                         SessionKNN(**knn_params).fit(memory), base.ranker,
+                         ranker_report={**base.ranker_report, "kept": f"{kind}: the base version's"})
     seconds = round(time.perf_counter() - started, 2)
-    artifacts.meta["continual"] = {"kind": "fold_in", "gated": old.version, "window_clicks": int(holdout.n_clicks),
-                                   "window_sessions": int(holdout.n_sessions), "new_items": new_items,
+    artifacts.meta["continual"] = {"kind": kind, "base": old.version, "window_clicks": int(clicks.n_clicks),
+                                   "window_sessions": int(clicks.n_sessions), "new_items": new_items,
                                    "indexed_new_items": indexed, "timings_s": {"total": seconds}}
     artifacts.meta["ranker"] = bundle.ranker_report
     artifacts.meta["timings_s"] = {"total": seconds}  # the registry's mark of a complete version
-    log(f"continual: {version} folds {holdout.n_clicks:,} hold-out clicks into {old.version} in {seconds:.0f}s "
+    log(f"continual: {version} ({kind}) folds {clicks.n_clicks:,} clicks into {old.version} in {seconds:.0f}s "
         f"({new_items:,} new items, {indexed:,} indexed)")
     return bundle
 
@@ -309,7 +315,7 @@ def continue_ranker(champion: ModelBundle, window: Interactions, bundle: ModelBu
                               "continued_from": champion.version}
     bundle.ranker, bundle.ranker_report = champion.ranker, report
     if config.ranker_rounds <= 0:
-        report["kept"] = "light version: the champion's ranker as it is"
+        report["kept"] = "ranker_rounds is 0: the champion's ranker as it is"
         return report
     if window.n_sessions < 20:
         report["kept"] = f"window of {window.n_sessions} sessions is too small to continue on"

@@ -241,21 +241,26 @@ class Learner:
         """Train a candidate on the window minus its hold-out, gate it, promote it or retire it.
 
         A warm version (any trigger but new items alone) consumes the window: the cursor moves to the
-        hold-out's start. A light version (new items: embeddings, generators and index, the ranker
-        kept) only overlays the window on its base, so the next version still trains on all of it."""
+        hold-out's start. A light version (new items: the window folded into its base, `fold_in`:
+        counts, session-kNN memory, new items indexed; embeddings and ranker kept) only overlays the
+        window on its base, so the next warm version still trains on all of it."""
         s = self.settings
         train_part, holdout, cut = split_holdout(window, holdout_share(window, s.learn_holdout_share,
                                                                        s.learn_gate_cases))
         light = check.triggers == ["new_items"]
-        config = WarmStart(**{**asdict(self.config), "ranker_rounds": 0, "als_iterations": 1}) if light else self.config
+        config = self.config
         if not light and s.learn_refit_on_drift and "drift" in check.triggers:
             config = replace(config, refit_embeddings=True)
         base = self.base_of(champion)
         now = datetime.now(timezone.utc)
         version = new_version_name(base.version, len(train_part), now)
-        candidate = warm_start(base, train_part, version=version, path=s.models_dir / version, config=config,
-                               decay=s.recency_decay, ann_k=s.candidates_k, max_session_items=s.max_session_items,
-                               examples=None if light else self.ranker_examples(cut), log=self.log)
+        if light:
+            candidate = fold_in(base, train_part, version=version, path=s.models_dir / version, config=config,
+                                kind="light", log=self.log)
+        else:
+            candidate = warm_start(base, train_part, version=version, path=s.models_dir / version, config=config,
+                                   decay=s.recency_decay, ann_k=s.candidates_k, max_session_items=s.max_session_items,
+                                   examples=self.ranker_examples(cut), log=self.log)
         gate_started = time.process_time()
         decision, examples = scored_gate(candidate, champion, holdout, margin=s.learn_gate_margin,
                                          decay=s.recency_decay, ann_k=s.candidates_k,

@@ -283,6 +283,37 @@ def test_the_learner_triggers_gates_promotes_and_moves_its_cursor(champion, tmp_
     assert learner2.fresh_examples is None  # in memory only: a restarted learner cuts its own
 
 
+def test_a_light_version_folds_the_window_into_its_base_and_leaves_the_cursor(champion, tmp_path: Path) -> None:
+    import shutil
+
+    settings, bundle, later = champion
+    settings = settings.model_copy(update={"data_dir": tmp_path, "learn_volume_share": 0, "learn_on_drift": False,
+                                           "learn_interval_s": 0, "learn_new_items_s": 60, "learn_min_clicks": 500})
+    shutil.copytree(bundle.path, settings.models_dir / bundle.version)
+    ModelRegistry(settings.models_dir).promote(bundle.version)
+    items, counts = np.unique(later.item_ids, return_counts=True)
+    window = _with_new_items(later, {int(items[np.argmax(counts)]): 10_000_003})
+    clock = {"now": 1000.0}
+    learner = Learner(settings, lambda since: window, config=FAST, clock=lambda: clock["now"], log=lambda _: None)
+    assert learner.check().triggers == []  # the new item's clock starts
+    clock["now"] += 60
+    check = learner.check()
+    assert check.triggers == ["new_items"] and check.kind == "light" and check.promoted
+    light = ModelBundle.load(settings.models_dir / check.version)
+    meta = light.artifacts.meta
+    assert meta["continual"]["kind"] == "light" and meta["continual"]["base"] == bundle.version
+    # folded, not trained: the base's vectors and ranker, the window's clicks counted, the new item indexed
+    rows = light.artifacts.rows_of(bundle.artifacts.item_ids)
+    np.testing.assert_array_equal(light.artifacts.item_embeddings[rows], bundle.artifacts.item_embeddings)
+    assert light.ranker.booster.model_to_string() == bundle.ranker.booster.model_to_string()
+    assert light.artifacts.meta["n_clicks"] > bundle.artifacts.meta["n_clicks"]
+    vector = light.artifacts.item_embeddings[light.artifacts.row_of(10_000_003)]
+    assert 10_000_003 in light.index.search(vector, 5)[0].tolist()
+    # an overlay: the cursor stays, and the next warm version is built on the base
+    assert learner.state.trained_through is None
+    assert learner.base_of(ModelBundle.load_current(settings.models_dir)).version == bundle.version
+
+
 def _gate_examples(times: list[float]) -> Examples:
     """One labelled case per time, two candidate rows each, and as many cases again with no label found."""
     rows = 2 * len(times)
