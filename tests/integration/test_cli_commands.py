@@ -91,3 +91,21 @@ def test_evaluate_json_prints_consistent_figures(tmp_path: Path) -> None:
     for figures in [report, report["with_other_exclude_seen"], *report["baselines"].values()]:
         assert 0 <= figures["MRR@20"] <= figures["HR@20"] <= 100, figures
     assert report["HR@20"] > report["baselines"]["popularity"]["HR@20"]
+
+
+def test_experiment_continual_json_keeps_its_contract_and_drains_the_learner(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", learn_min_clicks=200, learn_gate_cases=200)
+    dataset = srgnn_folder(tmp_path / "tiny")
+    report = json.loads(run(settings, "experiment", "continual", "--dataset", str(dataset), "--json", "--slices", "2",
+                            "--checks-per-slice", "4", "--slice-cases", "300", "--test-cases", "300",
+                            timeout_s=900).stdout.strip().splitlines()[-1])
+    arms = ("frozen", "continual", "full_retrain")
+    for figures in [report["test"][arm] for arm in arms] + [row[arm] for row in report["slices"] for arm in arms]:
+        assert 0 <= figures["MRR@20"] <= figures["HR@20"] <= 100, figures
+    assert len(report["slices"]) == 2 and report["test"]["continual"]["cases"] == 300
+    assert report["cpu_s"]["continual"] > 0 and report["cpu_s"]["full_retrain"] > 0
+    assert {"fired_on_shift", "fired_on_stationary"} <= set(report["drift"])
+    assert {"hr_cost", "coverage_gain"} <= set(report["exploration"]) and "new_item_median_s" in report
+    # the learner runs on after the stream's end for its new-items delay before the test is scored
+    assert report["drain"]["checks"] == 2 == report["drain"]["learner_s"] / settings.learn_check_s
+    assert Path(report["plot"]).stat().st_size > 0
