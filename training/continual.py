@@ -11,7 +11,8 @@ fits every generator and the ranker from nothing. The stateful path starts from 
   (not over the window alone, whose size follows the triggers: the ranker would see its scale move);
 - session-kNN: its memory (the champion's sessions, `SessionKNN.memory`) gains the window's
   sessions, capped to the newest `memory_sessions`;
-- the FAISS index is rebuilt over the refined vectors (seconds, with its recall re-measured);
+- the FAISS index: the champion's, with the new items added, while its recall over the refined
+  vectors (re-measured each version) still reaches the target; else rebuilt over them;
 - the ranker continues the champion's booster (`init_model`) on fresh examples whose candidates
   come from a version that never saw them (no leakage): the recent gates' hold-outs, which the
   learner pools (older ones replayed, the newest third for early stopping), or else cases cut from
@@ -142,6 +143,20 @@ def warm_embeddings(champion: ModelArtifacts, memory: Interactions, item_ids: np
                      "median_cosine_to_champion": round(float(np.median(drift)), 4) if len(drift) else None}
 
 
+def refreshed_index(old: CandidateIndex, embeddings: np.ndarray, item_ids: np.ndarray,
+                    config: WarmStart) -> CandidateIndex:
+    """The champion's index with the new items added while it still reaches the target recall over
+    the refined vectors (`CandidateIndex.updated`); rebuilt (recall re-tuned) when it does not, or
+    when the embeddings were refitted into a new space."""
+    if not config.refit_embeddings:
+        kept, _ = old.updated(embeddings, item_ids, target_recall=config.target_recall, k=config.index_k)
+        if kept is not None:
+            kept.info["rebuilt"] = False
+            return kept
+    index, info = build_index(embeddings, item_ids, target_recall=config.target_recall, k=config.index_k)
+    return CandidateIndex(index, {**info, "rebuilt": True})
+
+
 def forgetting(config: WarmStart, new_clicks: int) -> float:
     """The weight old counts keep after `new_clicks` more (1.0 without a half-life)."""
     return 1.0 if not config.half_life_clicks else 0.5 ** (new_clicks / config.half_life_clicks)
@@ -266,10 +281,11 @@ def warm_start(champion: ModelBundle, window: Interactions, *, version: str, pat
     t = lap("covisitation", t)
     knn = SessionKNN(**knn_params).fit(memory)
     t = lap("session_knn", t)
-    index, info = build_index(embeddings, item_ids, target_recall=config.target_recall, k=config.index_k)
-    artifacts.meta["index"] = {key: info.get(key) for key in ("type", "recall_at_k", "ef_search", "nlist", "nprobe", "k")}
+    index = refreshed_index(champion.index, embeddings, item_ids, config)
+    artifacts.meta["index"] = {key: index.info.get(key) for key in
+                               ("type", "recall_at_k", "ef_search", "nlist", "nprobe", "k", "rebuilt", "added_items")}
     t = lap("index", t)
-    bundle = ModelBundle(artifacts, CandidateIndex(index, info), knn)
+    bundle = ModelBundle(artifacts, index, knn)
     ranker_report = continue_ranker(champion, window, bundle, config, decay=decay, ann_k=ann_k,
                                     max_session_items=max_session_items, examples=examples, log=log)
     lap("ranker", t)

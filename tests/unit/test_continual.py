@@ -416,3 +416,23 @@ def test_old_counts_are_forgotten_per_click_not_per_version() -> None:
     assert forgetting(halving, 1000) == pytest.approx(0.5)
     # two versions of 500 clicks forget as much as one of 1,000
     assert forgetting(halving, 500) ** 2 == pytest.approx(forgetting(halving, 1000))
+
+
+def test_a_warm_versions_index_is_the_champions_refilled_unless_refitted_or_below_the_recall() -> None:
+    from candidates.index import CandidateIndex, build_index
+    from training.continual import refreshed_index
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((50, 32)).astype(np.float32)  # clustered, as item vectors are
+    x = centres[rng.integers(0, 50, 25_000)] + 0.5 * rng.standard_normal((25_000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(25_000, dtype=np.int64)
+    champion = CandidateIndex(*build_index(x, ids, target_recall=0.9, k=50))
+    moved = x + 0.02 * rng.standard_normal(x.shape).astype(np.float32)
+    moved /= np.linalg.norm(moved, axis=1, keepdims=True)
+    config = WarmStart(target_recall=0.9, index_k=50)
+    kept = refreshed_index(champion, moved, ids, config)
+    assert kept.info["rebuilt"] is False and kept.info["recall_at_k"] >= 0.9
+    assert refreshed_index(champion, moved, ids, WarmStart(target_recall=0.9, index_k=50,
+                                                           refit_embeddings=True)).info["rebuilt"] is True
+    assert refreshed_index(champion, moved, ids, WarmStart(target_recall=1.01, index_k=50)).info["rebuilt"] is True

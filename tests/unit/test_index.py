@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from candidates.fallbacks import Fallbacks
-from candidates.index import CandidateIndex, build_index, load_index, recall_queries, save_index
+from candidates.index import CandidateIndex, build_index, load_index, recall_against, recall_queries, save_index
 from streamrec.artifacts import CoVisitation, ModelArtifacts
 
 
@@ -36,6 +36,24 @@ def test_hnsw_recall_is_measured_and_holds_on_fresh_queries(hnsw) -> None:
     _, found = index.search(queries, 100)
     recall = np.mean([len(np.intersect1d(f, ids[t])) / 100 for f, t in zip(found, truth_rows)])
     assert recall >= 0.94
+
+
+def test_an_index_is_kept_for_slightly_moved_vectors_and_refused_for_a_new_space(hnsw) -> None:
+    x, ids, index, info = hnsw
+    old = CandidateIndex(index, info)
+    rng = np.random.default_rng(1)
+    moved = x + 0.08 * rng.standard_normal(x.shape).astype(np.float32) / np.sqrt(64)  # cosine ~0.997
+    moved /= np.linalg.norm(moved, axis=1, keepdims=True)
+    new_ids = np.arange(500, dtype=np.int64) * 7 + 1  # ids the index does not hold
+    vectors, all_ids = np.vstack([moved, _unit(500, 64, seed=2)]), np.concatenate([ids, new_ids])
+    kept, recall = old.updated(vectors, all_ids, target_recall=0.9, k=100)
+    assert kept is not None and len(kept) == 30_500 and len(old) == 30_000  # a copy: the old one serves on
+    assert recall >= 0.9 and kept.info["recall_at_k"] == recall == round(recall_against(kept.index, vectors, all_ids, 100), 4)
+    assert recall > recall_against(index, moved, ids, 100) + 0.02  # it searches the moved vectors, not the old ones
+    assert set(kept.search(vectors[-1], 10)[0].tolist()) & {int(new_ids[-1])}  # a new item finds itself
+    # a new space (embeddings refitted from scratch): the old graph finds almost nothing
+    refused, recall = old.updated(_unit(30_000, 64, seed=3), ids, target_recall=0.9, k=100)
+    assert refused is None and recall < 0.5
 
 
 def test_save_load_round_trip_keeps_ef_and_results(hnsw, tmp_path: Path) -> None:
