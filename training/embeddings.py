@@ -27,6 +27,7 @@ from training.popularity import most_popular
 
 DEFAULT_CANDIDATES: tuple[tuple[str, int], ...] = (("als", 64), ("bpr", 64), ("als", 128))
 ITERATIONS = {"als": 15, "bpr": 100}
+BPR_LEARNING_RATE = 0.05
 
 
 @dataclass
@@ -55,10 +56,12 @@ def session_item_matrix(data: Interactions, item_ids: np.ndarray | None = None) 
 
 
 def fit_item_factors(matrix: sp.csr_matrix, algorithm: str, factors: int, *, seed: int = 0,
-                     iterations: int | None = None, on_iteration=None, init: np.ndarray | None = None) -> np.ndarray:
+                     iterations: int | None = None, on_iteration=None, init: np.ndarray | None = None,
+                     learning_rate: float = BPR_LEARNING_RATE) -> np.ndarray:
     """Train one implicit model; return its L2-normalised item factors (BPR bias column dropped).
     `init`: item vectors (items × factors) to start from instead of random ones: the warm start
-    (training.continual). implicit keeps item factors that are set before `fit` (both ALS and BPR)."""
+    (training.continual). implicit keeps item factors that are set before `fit` (both ALS and BPR).
+    `learning_rate`: BPR's SGD step (ALS has none)."""
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
@@ -73,7 +76,7 @@ def fit_item_factors(matrix: sp.csr_matrix, algorithm: str, factors: int, *, see
             model.fit(matrix, show_progress=False, callback=callback)
             item_factors = np.asarray(model.item_factors)
         elif algorithm == "bpr":
-            model = BayesianPersonalizedRanking(factors=factors, learning_rate=0.05, regularization=0.01,
+            model = BayesianPersonalizedRanking(factors=factors, learning_rate=learning_rate, regularization=0.01,
                                                 iterations=iterations, random_state=seed)
             if init is not None:  # the item bias column starts at 0
                 model.item_factors = np.hstack([np.asarray(init, np.float32), np.zeros((len(init), 1), np.float32)])

@@ -73,6 +73,20 @@ def test_item_factors_start_from_the_vectors_given(algorithm: str) -> None:
     assert cosine_to_init(warm) > 0.5 and abs(cosine_to_init(cold)) < 0.2
 
 
+def test_warm_bpr_moves_further_from_its_start_with_a_larger_step() -> None:
+    from training.embeddings import fit_item_factors, session_item_matrix
+
+    data = generate_sessions(n_sessions=800, n_items=120, n_topics=6, seed=2)
+    matrix, _ = session_item_matrix(data)
+    init = fit_item_factors(matrix, "bpr", 16)  # a converged champion's vectors
+
+    def cosine_to_init(learning_rate: float) -> float:
+        vectors = fit_item_factors(matrix, "bpr", 16, iterations=20, init=init, learning_rate=learning_rate)
+        return float(np.median(np.einsum("ij,ij->i", vectors, init)))
+
+    assert cosine_to_init(0.2) < cosine_to_init(0.05) - 0.005
+
+
 def test_a_bpr_champion_continues_as_bpr(champion, tmp_path: Path) -> None:
     import copy
 
