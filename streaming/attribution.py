@@ -218,8 +218,12 @@ class ImpressionWatermark:
     def in_order(self) -> bool:
         """Whether every impression processed so far was read in its partition's order (no records
         being fetched again after later ones): then a session's later impression proves that the
-        earlier ones were read."""
-        return all(p in self.vouching for p in self.lags) and not self.rewinding()
+        earlier ones were read. Not while no impressions partition is assigned (starting, or in a
+        rebalance): nothing is known then, and a restarted worker's clicks agent can run before its
+        impressions assignment is first measured, while its predecessor's later impressions sit in
+        Redis (the kill test: 185 rewards counted of 186, a click decided 0.026 s after its unread
+        impression)."""
+        return bool(self.lags) and all(p in self.vouching for p in self.lags) and not self.rewinding()
 
 
 @dataclass(frozen=True)

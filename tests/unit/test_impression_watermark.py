@@ -94,6 +94,7 @@ def test_a_partition_vouches_for_order_only_once_read_up_to_its_end_at_assignmen
     # impression proves nothing.
     mono = [100.0]
     mark = ImpressionWatermark(grace_s=30.0, clock=lambda: 10_000.0, monotonic=lambda: mono[0])
+    assert not mark.in_order  # nothing assigned yet: nothing is known
     mark.update({0: 0, 1: 5}, {0: 9_990.0, 1: 9_900.0}, inherited={0: 0, 1: 5})
     assert not mark.in_order  # partition 1 still holds records its previous owner may have processed
     mark.update({0: 0, 1: 2}, {0: 9_991.0, 1: 9_950.0}, inherited={0: 0, 1: 0})
@@ -105,3 +106,5 @@ def test_a_partition_vouches_for_order_only_once_read_up_to_its_end_at_assignmen
     mono[0] = 131.0
     mark.update({0: 0, 2: None}, {0: 9_994.0}, inherited={0: 0, 2: None})
     assert mark.in_order
+    mark.update({})  # a rebalance takes every partition: nothing is known again
+    assert not mark.in_order
