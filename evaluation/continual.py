@@ -145,14 +145,14 @@ def run(settings: Settings, dataset: Path, *, initial_share: float = 0.4, slices
         clock["now"] += settings.learn_check_s
         checks.append({"slice": slices, "drain": True, **one_check()})
     fired = [c["slice"] for c in checks if (c.get("drift") or {}).get("fired")]
+    drained = [c for c in checks if c.get("drain")]
     report = {"dataset": str(dataset), "initial_share": initial_share, "slices": rows, "checks": checks,
               "cpu_s": cpu_report(cpu, checks),
               "drift": {"fired_on_shift": bool(fired), "fired_in_slices": sorted(set(fired)),
                         "fired_on_stationary": stationary_replay(parts[0], per_check, checks_per_slice)},
               "new_item_median_s": arrivals.median(), "new_items": arrivals.summary(),
-              "drain": {"checks": sum(bool(c.get("drain")) for c in checks),
-                        "learner_s": sum(bool(c.get("drain")) for c in checks) * settings.learn_check_s,
-                        "promoted": sum(bool(c.get("promoted")) for c in checks if c.get("drain")),
+              "drain": {"checks": len(drained), "learner_s": len(drained) * settings.learn_check_s,
+                        "promoted": sum(bool(c.get("promoted")) for c in drained),
                         "full_retrain_wall_s": round(float(np.mean(full_wall)), 1)},
               "versions": {arm: ModelRegistry(arms[arm].models_dir).champion() for arm in ARMS}}
     report["test"], report["exploration"] = test_scores(settings, dataset, data, arms, test_cases, log)
