@@ -52,6 +52,12 @@ REWARDS = Counter(
     "Impressions followed by a click on an item they showed (each counted once), by arm and track.",
     ["arm", "track"],
 )
+REWARDS_RETRACTED = Counter(
+    "streamrec_worker_rewards_retracted_total",
+    "Rewards taken back because an impression read after its click was decided was the click's latest "
+    "(its reward went to that one instead), by arm and track; rewards_total minus this is the net count.",
+    ["arm", "track"],
+)
 REWARD_RANK = Histogram(
     "streamrec_worker_reward_rank", "Rank (1-based) of the clicked item in its rewarded impression.",
     ["arm", "track"], buckets=(1, 2, 3, 5, 10, 20, 50, 100),

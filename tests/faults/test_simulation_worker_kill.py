@@ -189,12 +189,14 @@ def test_rewards_equal_the_simulators_count_after_a_worker_sigkill(settings: Set
            if labels["topic"] == settings.impressions_topic}
     read = {labels["outcome"]: v for labels, v in worker_log.get("streamrec_worker_impressions_total", ())}
     rewound = {labels["topic"]: v for labels, v in worker_log.get("streamrec_worker_offsets_rewound_total", ())}
+    retracted = total(worker_log, "streamrec_worker_rewards_retracted_total") or 0
     print(f"\nFIGURES case=11 simulation-worker-kill injected='worker SIGKILL after a quarter of the visitors, restarted "
           f"{DOWN_S:g}s later, mid-browsing ({browsed_s:.1f}s in all, killed while browsing: {killed_at_browse})' "
           f"visitors={len(visits)} steps={steps} rewards_simulated={simulated} "
           f"rewards_attributed={clicked_later[champion]} impressions_attributed={impressions_later[champion]} "
           f"(answers {steps}; the API logged {logged:.0f}, dropped {dropped}; the topic holds {in_topic}, "
-          f"per partition {per_partition}; the worker's lag per partition {lag}; the restarted worker read {read} and fetched again what Faust dropped: {rewound})")
+          f"per partition {per_partition}; the worker's lag per partition {lag}; the restarted worker read {read}, fetched again what Faust dropped: {rewound}, "
+          f"and took back {retracted:.0f} rewards an impression read late revised)")
     if clicked_later[champion] != simulated:
         print(f"rewards the worker never counted: {unrewarded(settings, records)}")
         print(f"rewards counted for an earlier impression: {surplus(settings, records, experiment)}")

@@ -156,6 +156,56 @@ def test_a_later_impression_decides_at_once_while_the_log_is_read_in_order(redis
     assert pairs(run(redis_url, steps)) == [("vh", 2)]
 
 
+def test_an_impression_read_after_its_click_was_decided_without_it_revises_the_decision(redis_url: str) -> None:
+    # Whatever the watermark got wrong (a worker killed mid-batch, Faust's dropped records): the
+    # click was decided before the impression it answers was read. When that impression comes it
+    # takes the decision over: the reward the click gave an older answer is taken back (counter,
+    # marks, reward log entry), and the late one is judged; a redelivery of it changes nothing.
+    async def steps(att: RewardAttribution, client, clock):  # noqa: ANN001, ANN202
+        clock[0] = 900.0
+        await att.record(impressions=[shown("v1", "v", 800.0, "vv", (4, 5))])  # showed 5
+        await att.record(impressions=[shown("v1", "v", 800.0, "vs", (5, 6), shadow=True)])
+        wrong = await att.record(clicks=[click("v", 5, 802.0, 11)])  # settled long ago: decided on v1
+        late = await att.record(impressions=[shown("v2", "v", 801.0, "vv", (7, 8))])  # no 5: no reward
+        again = await att.record(impressions=[shown("v2", "v", 801.0, "vv", (7, 8))])
+        # a click decided with no impression at all is rewarded when its impression comes
+        none = await att.record(clicks=[click("n", 3, 850.0, 12)])
+        found = await att.record(impressions=[shown("n1", "n", 849.0, "vv", (2, 3))])
+        log = [fields[b"request_id"] for _, fields in await client.xrange(REWARD_LOG)
+               if fields[b"request_id"] in (b"v1", b"v2", b"n1")]
+        done = session_keys("v")[2]
+        marks = [await client.hget(done, f) for f in ("r:v1:vv", "r:v1:vs", "j:0:11")]
+        stats = await read_arm_stats(client, "default", ["vv", "vs"])
+        return wrong, late, again, none, found, log, marks, stats
+
+    wrong, late, again, none, found, log, marks, stats = run(redis_url, steps)
+    assert sorted(pairs(wrong)) == [("vs", 1), ("vv", 2)]
+    assert sorted((r.version, r.rank) for r in late.retracted) == [("vs", 1), ("vv", 2)] and pairs(late) == []
+    assert (pairs(again), again.retracted) == ([], [])
+    assert (pairs(none), pairs(found), found.retracted) == ([], [("vv", 2)], [])
+    assert log == [b"n1"]
+    assert marks[:2] == [None, None] and b'"r":"v2"' in marks[2]
+    assert (stats["vv"].clicked, stats["vv"].rr_sum, stats["vs"].shadow_clicked) == (1, pytest.approx(0.5), 0)
+
+
+def test_a_reward_taken_back_goes_to_another_click_on_the_same_answer(redis_url: str) -> None:
+    # Both clicks joined u1 (both items shown), and the one decided first (the later click, read
+    # first) counted it. A late u2 between the two clicks moves the later click to u2 (no reward
+    # there); u1 is then counted once, by the earlier click, at its rank.
+    async def steps(att: RewardAttribution, client, clock):  # noqa: ANN001, ANN202
+        clock[0] = 1_000.0
+        await att.record(impressions=[shown("u1", "u", 900.0, "vu", (1, 2, 3))])
+        first = await att.record(clicks=[click("u", 2, 910.0, 13)])
+        second = await att.record(clicks=[click("u", 3, 902.0, 14)])
+        late = await att.record(impressions=[shown("u2", "u", 905.0, "vu", (7,))])
+        return first, second, late, (await read_arm_stats(client, "default", ["vu"]))["vu"]
+
+    first, second, late, stats = run(redis_url, steps)
+    assert (pairs(first), pairs(second)) == ([("vu", 2)], [])
+    assert (pairs(late), [(r.version, r.rank) for r in late.retracted]) == ([("vu", 3)], [("vu", 2)])
+    assert (stats.impressions, stats.clicked, stats.rr_sum) == (2, 1, pytest.approx(1 / 3))
+
+
 def test_the_click_joins_the_latest_impression_before_it_within_the_window(redis_url: str) -> None:
     async def steps(att: RewardAttribution, client, clock):  # noqa: ANN001, ANN202
         await att.record(impressions=[shown("old", "d", 100.0, "vd1", (1, 2)), shown("new", "d", 110.0, "vd2", (3, 1))])
