@@ -66,8 +66,9 @@ def continual(
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the figures.")] = False,
 ) -> None:
     """Frozen first model vs continual learning vs full retraining on the same slices and test set (HR@20 per
-    slice plotted; the learner runs on for its new-items delay after the stream, before the test), CPU time, drift on a shift and on a stationary replay, new items' delay, and what item
-    exploration costs and adds on the test set (the continual champion with and without its slot)."""
+    slice plotted; the learner runs on for its new-items delay after the stream, before the test), CPU
+    time, drift on a shift and on a stationary replay, new items' delay, and what item exploration
+    costs and adds on the test set (the continual champion with and without its slot)."""
     from evaluation.continual import run
 
     report = run(get_settings(), dataset, initial_share=initial_share, slices=slices,

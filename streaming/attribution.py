@@ -99,40 +99,49 @@ for _, s in ipairs(redis.call('LRANGE', imp_key, 0, -1)) do table.insert(imps, c
 local clicks = {}
 for _, s in ipairs(redis.call('LRANGE', clk_key, 0, -1)) do table.insert(clicks, 1, cjson.decode(s)) end
 
--- judge click c on impression imp (the served one or a shadow of its request): the first rewarding
--- click of an impression counts it (r: its rank, o: the click owning it); the grant is kept in the
--- click's decision d so that a revision can take it back
-local function judge(c, imp, d)
-  for rank, item in ipairs(imp.i) do
-    if item == c.i then
-      if redis.call('HSETNX', done_key, 'r:' .. imp.r .. ':' .. imp.a, rank) == 1 then
-        redis.call('HSET', done_key, 'o:' .. imp.r .. ':' .. imp.a, c.k)
-        local h, f, rr = prefix .. imp.e .. ':' .. imp.a, 'clicked', 'rr_sum'
-        if imp.s == 1 then f, rr = 'shadow_clicked', 'shadow_rr_sum' end
-        redis.call('HINCRBY', h, f, 1)
-        redis.call('HINCRBYFLOAT', h, rr, 1 / rank)
-        local x = redis.call('XADD', reward_log, 'MAXLEN', '~', reward_log_max, '*', 'request_id', imp.r,
-                             'experiment', imp.e, 'version', imp.a, 'rank', rank, 'shadow', imp.s,
-                             'impression_ts', tostring(imp.t), 'click_ts', tostring(c.t))
-        table.insert(d.g, {m = imp.r .. ':' .. imp.a, h = h, f = f, rr = rr, k = rank, x = x, a = imp.a, s = imp.s})
-        table.insert(rewards, {imp.a, rank, imp.s})
-      end
-      return
-    end
-  end
+-- the arm's counter fields of a served (s 0) or shadow (s 1) list
+local function fields(shadow)
+  if shadow == 1 then return 'shadow_clicked', 'shadow_rr_sum' end
+  return 'clicked', 'rr_sum'
 end
 
-local function decide(c, served, d)
-  d.t, d.r = served.t, served.r
-  for _, imp in ipairs(imps) do
-    if imp.r == served.r then judge(c, imp, d) end
+-- judge click c on the lists of request d.r (the served one and its shadows) it joined: the first
+-- rewarding click of a list counts it (r: its rank, o: the click owning it). Each grant is kept in
+-- the decision (arm, experiment, track, rank, reward log id) so that a revision can take it back;
+-- true if anything was granted. `only`: judge that one list (a shadow read late) instead of all.
+local function judge(c, d, only)
+  local granted = false
+  for _, imp in ipairs(only and {only} or imps) do
+    if imp.r == d.r then
+      for rank, item in ipairs(imp.i) do
+        if item == c.i then
+          local mark = imp.r .. ':' .. imp.a
+          if redis.call('HSETNX', done_key, 'r:' .. mark, rank) == 1 then
+            redis.call('HSET', done_key, 'o:' .. mark, c.k)
+            local h, clicked, rr = prefix .. imp.e .. ':' .. imp.a, fields(imp.s)
+            redis.call('HINCRBY', h, clicked, 1)
+            redis.call('HINCRBYFLOAT', h, rr, 1 / rank)
+            local x = redis.call('XADD', reward_log, 'MAXLEN', '~', reward_log_max, '*', 'request_id', imp.r,
+                                 'experiment', imp.e, 'version', imp.a, 'rank', rank, 'shadow', imp.s,
+                                 'impression_ts', tostring(imp.t), 'click_ts', tostring(c.t))
+            table.insert(d.g, {imp.a, imp.e, imp.s, rank, x})
+            table.insert(rewards, {imp.a, rank, imp.s})
+            granted = true
+          end
+          break
+        end
+      end
+    end
   end
+  return granted
 end
 
 local function save(c, d)
   redis.call('HSET', done_key, 'j:' .. c.k, cjson.encode(d))
 end
 
+-- the click's decision {t, r: the served impression it joined ('' none), g: grants}; nil while
+-- undecided (or decided before decisions were kept)
 local function decision(c)
   local j = redis.call('HGET', done_key, 'j:' .. c.k)
   if not j or j == '1' then return nil end
@@ -141,50 +150,50 @@ local function decision(c)
   return d
 end
 
--- take back what a decision granted (its counters, marks and reward log entries)
+-- take back what a decision granted and still owns: counters, marks, reward log entries
 local function retract(c, d)
   for _, g in ipairs(d.g) do
-    if redis.call('HGET', done_key, 'o:' .. g.m) == c.k then
-      redis.call('HDEL', done_key, 'r:' .. g.m, 'o:' .. g.m)
-      redis.call('HINCRBY', g.h, g.f, -1)
-      redis.call('HINCRBYFLOAT', g.h, g.rr, -1 / g.k)
-      redis.call('XDEL', reward_log, g.x)
-      table.insert(retracted, {g.a, g.k, g.s})
+    local arm, experiment, shadow, rank, x = g[1], g[2], g[3], g[4], g[5]
+    local mark = d.r .. ':' .. arm
+    if redis.call('HGET', done_key, 'o:' .. mark) == c.k then
+      local h, clicked, rr = prefix .. experiment .. ':' .. arm, fields(shadow)
+      redis.call('HDEL', done_key, 'r:' .. mark, 'o:' .. mark)
+      redis.call('HINCRBY', h, clicked, -1)
+      redis.call('HINCRBYFLOAT', h, rr, -1 / rank)
+      redis.call('XDEL', reward_log, x)
+      table.insert(retracted, {arm, rank, shadow})
     end
   end
   d.g = {}
 end
 
--- a decided click may be revised by an impression read after it was decided: a later one still
--- before the click (the click joined an older answer, or none) takes the decision over; a shadow of
--- the request it joined is judged now. Then a reward taken back may go to another click that
--- joined the same answer.
+-- a served impression read after a click was decided, between the answer the click joined (or
+-- none) and the click, takes the decision over; a reward taken back may go to another click that
+-- joined the same answer. A shadow list read late is judged by the click that joined its request.
+local function revise(c, d)
+  if rec.s == 1 then
+    if rec.r == d.r and judge(c, d, rec) then save(c, d) end
+    return
+  end
+  if rec.t > c.t or c.t - rec.t > window or rec.r == d.r or rec.t <= d.t then return end
+  local old = d.r
+  retract(c, d)
+  d.t, d.r = rec.t, rec.r
+  judge(c, d)
+  save(c, d)
+  if old == '' then return end
+  for _, other in ipairs(clicks) do
+    local od = other.k ~= c.k and decision(other)
+    if od and od.r == old and judge(other, od) then save(other, od) end
+  end
+end
+
 if rec and new == 1 then
   for _, c in ipairs(clicks) do
-    local d = decision(c)
-    if d then
-      if rec.s == 0 and rec.t <= c.t and c.t - rec.t <= window and rec.r ~= d.r and rec.t > d.t then
-        local old = d.r
-        retract(c, d)
-        decide(c, rec, d)
-        save(c, d)
-        if old ~= '' then
-          for _, other in ipairs(clicks) do
-            local od = other.k ~= c.k and decision(other)
-            if od and od.r == old then
-              local before = #od.g
-              for _, imp in ipairs(imps) do
-                if imp.r == old then judge(other, imp, od) end
-              end
-              if #od.g > before then save(other, od) end
-            end
-          end
-        end
-      elseif rec.s == 1 and rec.r == d.r then
-        local before = #d.g
-        judge(c, rec, d)
-        if #d.g > before then save(c, d) end
-      end
+    -- a served impression after the click cannot revise it: in order, no lookup at all
+    if rec.s == 1 or rec.t <= c.t then
+      local d = decision(c)
+      if d then revise(c, d) end
     end
   end
 end
@@ -201,7 +210,10 @@ for _, c in ipairs(clicks) do
     end
     if later or c.t <= now - settle then
       local d = {t = -1, r = '', g = {}}
-      if served then decide(c, served, d) end
+      if served then
+        d.t, d.r = served.t, served.r
+        judge(c, d)
+      end
       save(c, d)
     elseif waiting == nil or c.t < waiting then
       waiting = c.t

@@ -39,7 +39,7 @@ from streamrec.model_registry import ModelRegistry
 from streamrec.settings import Settings
 from tests.faults.hiccups import LoopLag, Meter
 from tests.faults.test_soak import (MAX_LEFT_OUT, Traffic, excluded_spans, open_loop, recommend_latencies,
-                                    saturation_rate)
+                                    saturation_rate, window_p99)
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -82,9 +82,9 @@ class Run:
         spans = excluded_spans(stalls, start)
         kept = recommend_latencies(results, spans)
         self.kept = {phase: [ms for t, ms in kept if swapping(t) == phase] for phase in (False, True)}
-        self.segment_p99 = [float(np.percentile([ms for t, ms in kept if int(t // SEGMENT_S) == n], 99))
-                            for n in range(SEGMENTS)]
-        every = {phase: [ms for t, ms in recommend_latencies(results) if swapping(t) == phase] for phase in (False, True)}
+        self.segment_p99, _ = window_p99(results, SEGMENTS, spans, window_s=SEGMENT_S)
+        every = {phase: [ms for t, ms in recommend_latencies(results) if swapping(t) == phase]
+                 for phase in (False, True)}
         self.left_out = max(1 - len(self.kept[phase]) / len(every[phase]) for phase in every)
         self.raw = {phase: float(np.percentile(every[phase], 99)) for phase in every}
 
@@ -153,7 +153,8 @@ def test_promote_and_rollback_under_load_fail_nothing_and_keep_p99(
           f"errors={len(errors)} swaps_seen_by_api={swaps:.0f} "
           f"steady_level_ms={steady:.1f} swapping_level_ms={swap:.1f} ratio={swap / steady:.2f} (bound {P99_FACTOR:g}) "
           f"segment_p99_ms={[round(p, 1) for p in run.segment_p99]} "
-          f"pooled_p99_ms={run.p99(False):.1f}/{run.p99(True):.1f} raw_p99_ms={run.raw[False]:.1f}/{run.raw[True]:.1f} left_out={run.left_out:.2%} "
+          f"pooled_p99_ms={run.p99(False):.1f}/{run.p99(True):.1f} raw_p99_ms={run.raw[False]:.1f}/{run.raw[True]:.1f} "
+          f"left_out={run.left_out:.2%} "
           f"stalls_outside_api={len(run.stalls)} swapping_worst_ms={worst:.1f}")
     for n, earlier in enumerate(runs[:-1]):
         print(f"run {n} not judged: {earlier.left_out:.2%} left out, raw p99 {earlier.raw[False]:.1f}/"

@@ -226,23 +226,23 @@ def excluded_spans(stalls: list[tuple[float, float]], start: float) -> list[tupl
 
 
 def recommend_latencies(results: list[tuple[float, str, int, float]], spans: list[tuple[float, float]] = (),
-                        window: int | None = None) -> list[tuple[float, float]]:
-    """(scheduled time, ms) of each `/recommend`, in one window if given, leaving out the ones
-    scheduled within `spans`."""
+                        window: int | None = None, window_s: float = WINDOW_S) -> list[tuple[float, float]]:
+    """(scheduled time, ms) of each `/recommend`, in one window (`window_s` long) if given, leaving
+    out the ones scheduled within `spans`."""
     return [(t, ms) for t, path, _, ms in results
-            if path == "/recommend" and (window is None or window * WINDOW_S <= t < (window + 1) * WINDOW_S)
+            if path == "/recommend" and (window is None or window * window_s <= t < (window + 1) * window_s)
             and not any(a <= t <= b for a, b in spans)]
 
 
 def window_p99(results: list[tuple[float, str, int, float]], windows: int,
-               spans: list[tuple[float, float]] = ()) -> tuple[list[float], list[float]]:
-    """Per window: `/recommend` p99 (ms), requests placed by their scheduled time, leaving out the
-    ones scheduled within `spans`; and the share of the window's requests left out."""
+               spans: list[tuple[float, float]] = (), window_s: float = WINDOW_S) -> tuple[list[float], list[float]]:
+    """Per window (`window_s` long): `/recommend` p99 (ms), requests placed by their scheduled time,
+    leaving out the ones scheduled within `spans`; and the share of the window's requests left out."""
     p99, left_out = [], []
     for w in range(windows):
-        kept = recommend_latencies(results, spans, w)
+        kept = recommend_latencies(results, spans, w, window_s)
         p99.append(float(np.percentile([ms for _, ms in kept], 99)))
-        left_out.append(1 - len(kept) / len(recommend_latencies(results, window=w)))
+        left_out.append(1 - len(kept) / len(recommend_latencies(results, window=w, window_s=window_s)))
     return p99, left_out
 
 

@@ -17,7 +17,6 @@ import pytest
 
 from candidates.bundle import ModelBundle
 from evaluation.simulate import replay, wait_for_attribution
-from streamrec.arm_stats import read_arm_stats
 from streamrec.artifacts import load_current
 from streamrec.model_registry import ModelRegistry
 from streamrec.settings import Settings
@@ -29,28 +28,15 @@ VISITORS, STEPS, CONCURRENCY = 400, 5, 8  # 2,000 answers a phase
 UNSEEN = 10**9  # item ids far above the catalogue's: never shown, so never a reward
 
 
-def counters(settings: Settings, experiment: str, version: str) -> tuple[int, int]:
-    async def read() -> tuple[int, int]:
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            stats = (await read_arm_stats(client, experiment, [version]))[version]
-            return stats.clicked, stats.impressions
-        finally:
-            await client.aclose()
-    return asyncio.run(read())
-
-
 def browse(settings: Settings, api: str, sessions: list[list[int]], experiment: str, version: str) -> tuple[int, int]:
     """The visitors browse; returns (rewarded steps, steps) once the worker has counted every answer."""
-    clicked_before, shown_before = counters(settings, experiment, version)
+    clicked, shown = asyncio.run(wait_for_attribution(settings, experiment, [version], 0, 0))  # as they are now
     visits = asyncio.run(replay(api, sessions, f"rd-{uuid.uuid4().hex[:6]}", k=20, concurrency=CONCURRENCY,
                                 max_session_items=settings.max_session_items, timeout_s=240))
     rewarded = sum(hit for v in visits for _, hit in v.steps)
     steps = sum(len(v.steps) for v in visits)
-    asyncio.run(wait_for_attribution(settings, experiment, [version], clicked_before + rewarded, 120,
-                                     impressions=shown_before + steps))
+    asyncio.run(wait_for_attribution(settings, experiment, [version], clicked[version] + rewarded, 120,
+                                     impressions=shown[version] + steps))
     return rewarded, steps
 
 
