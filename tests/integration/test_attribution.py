@@ -206,6 +206,21 @@ def test_a_reward_taken_back_goes_to_another_click_on_the_same_answer(redis_url:
     assert (stats.impressions, stats.clicked, stats.rr_sum) == (2, 1, pytest.approx(1 / 3))
 
 
+def test_a_shadow_list_read_after_its_click_was_decided_is_judged_then(redis_url: str) -> None:
+    async def steps(att: RewardAttribution, client, clock):  # noqa: ANN001, ANN202
+        clock[0] = 1_200.0
+        await att.record(impressions=[shown("s1", "s", 1_100.0, "vp", (5, 6))])
+        served = await att.record(clicks=[click("s", 6, 1_101.0, 15)])  # settled: decided on s1
+        late = await att.record(impressions=[shown("s1", "s", 1_100.0, "vq", (6, 7), shadow=True)])
+        again = await att.record(impressions=[shown("s1", "s", 1_100.0, "vq", (6, 7), shadow=True)])
+        other = await att.record(impressions=[shown("s0", "s", 1_099.0, "vq", (6,), shadow=True)])
+        return served, late, again, other, await read_arm_stats(client, "default", ["vp", "vq"])
+
+    served, late, again, other, stats = run(redis_url, steps)
+    assert (pairs(served), pairs(late), pairs(again), pairs(other)) == ([("vp", 2)], [("vq", 1)], [], [])
+    assert (late.retracted, stats["vp"].clicked, stats["vq"].shadow_clicked) == ([], 1, 1)
+
+
 def test_the_click_joins_the_latest_impression_before_it_within_the_window(redis_url: str) -> None:
     async def steps(att: RewardAttribution, client, clock):  # noqa: ANN001, ANN202
         await att.record(impressions=[shown("old", "d", 100.0, "vd1", (1, 2)), shown("new", "d", 110.0, "vd2", (3, 1))])
